@@ -1,0 +1,137 @@
+"""`localllm`: the command line face of the same core the UI uses."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from localllm.config import Settings
+from localllm.errors import LocalLLMError
+from localllm.format import human_count, human_size
+from localllm.privacy import apply_privacy
+
+
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+
+
+def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
+    from localllm.llm.catalog import list_models
+
+    models = list_models(settings)
+    if args.json:
+        _print_json(
+            {"models_dir": str(settings.models_dir), "models": [m.to_dict() for m in models]}
+        )
+        return 0
+    for m in models:
+        if not m.ok:
+            print(f"{m.name}  BROKEN: {m.error}")
+            continue
+        params = human_count(m.parameters)
+        extra = f"adapter for {m.base}" if m.kind == "adapter" else f"ctx {m.context_length}"
+        tmpl = "" if m.kind == "adapter" or m.has_chat_template else ", no chat template"
+        tag = " (bundled)" if m.bundled else ""
+        print(
+            f"{m.name}{tag}  {m.architecture} {params} {m.quantization}, {extra}{tmpl}, "
+            f"{human_size(m.size_bytes)}"
+        )
+    return 0
+
+
+def cmd_chat(settings: Settings, args: argparse.Namespace) -> int:
+    from localllm.llm.conversation import with_system
+    from localllm.llm.manager import ModelManager, params_from_settings
+
+    manager = ModelManager(settings)
+    try:
+        model = manager.get(args.model)
+        messages = with_system(
+            [{"role": "user", "content": args.message}],
+            settings.system_prompt if args.system is None else args.system,
+        )
+        params = params_from_settings(
+            settings, max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed
+        )
+        pieces: list[str] = []
+        for piece in model.stream_chat(messages, params):
+            pieces.append(piece)
+            if not args.json:
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+        stats = model.last_stats
+        if args.json:
+            _print_json(
+                {
+                    "model": model.name,
+                    "answer": "".join(pieces),
+                    "prompt_tokens": stats.prompt_tokens,
+                    "completion_tokens": stats.completion_tokens,
+                    "seconds": round(stats.seconds_total, 3),
+                }
+            )
+        else:
+            sys.stdout.write("\n")
+        return 0
+    finally:
+        manager.close()
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    from localllm.ui.app import launch
+
+    launch(settings, host=args.host, port=args.port)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="localllm", description="Private, offline chat with GGUF models in llama.cpp."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    models = sub.add_parser("models", help="list the models in the models folder")
+    models.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    models.set_defaults(func=cmd_models)
+
+    chat = sub.add_parser("chat", help="a one-shot answer from a local model")
+    chat.add_argument("message")
+    chat.add_argument("--model", help="a file name from `localllm models`, or 'bundled'")
+    chat.add_argument("--system", help="system prompt (default from settings)")
+    chat.add_argument("--max-tokens", type=int)
+    chat.add_argument("--temperature", type=float)
+    chat.add_argument("--seed", type=int)
+    chat.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    chat.set_defaults(func=cmd_chat)
+
+    serve = sub.add_parser("serve", help="start the app (web UI)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings()
+    except ValueError as e:
+        print(f"error: bad settings: {e}", file=sys.stderr)
+        return 2
+    apply_privacy(settings)
+    try:
+        return int(args.func(settings, args))
+    except LocalLLMError as e:
+        if getattr(args, "json", False):
+            _print_json({"error": str(e)})
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

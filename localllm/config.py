@@ -1,0 +1,64 @@
+"""Settings: defaults < localllm.toml < LOCALLLM_* environment < values the UI passes in."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+BUNDLED_MODEL = "bundled"
+
+
+def _toml_file() -> Path:
+    return Path(os.environ.get("LOCALLLM_CONFIG", "localllm.toml"))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LOCALLLM_", extra="ignore")
+
+    models_dir: Path = Path("models")
+    docs_store: Path = Path("docs_store")
+    runs_dir: Path = Path("runs")
+
+    default_model: str = Field(
+        BUNDLED_MODEL, description="File name in models_dir, or 'bundled' for the shipped model."
+    )
+    context_size: int = Field(4096, ge=0, description="Tokens; 0 means the model's own maximum.")
+    n_threads: int = Field(0, ge=0, description="Generation threads; 0 picks a safe default.")
+    n_gpu_layers: int = Field(-1, description="Layers to offload when a GPU backend is built in.")
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    max_tokens: int = Field(512, ge=1)
+    system_prompt: str = "You are a helpful, concise assistant."
+
+    allow_downloads: bool = Field(
+        False, description="Opt in to Hugging Face Hub downloads; off means no network calls."
+    )
+    hub_endpoint: str | None = Field(None, description="A Hub mirror URL; None means the Hub.")
+    host: str | None = Field(None, description="Bind address; None: Gradio's (127.0.0.1).")
+    port: int | None = Field(None, ge=1, le=65535, description="None: Gradio's (7860).")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=_toml_file())
+        return (init_settings, env_settings, toml)
+
+
+def ensure_dir(path: Path) -> Path:
+    """Create a data folder on first use and return it."""
+    path.mkdir(parents=True, exist_ok=True)
+    return path

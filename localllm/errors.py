@@ -1,0 +1,25 @@
+"""Errors the user sees: each says what went wrong and what to do about it."""
+
+
+class LocalLLMError(Exception):
+    """Base for errors that carry a message fit to show a user as is."""
+
+
+class ModelNotFoundError(LocalLLMError):
+    pass
+
+
+class ModelLoadError(LocalLLMError):
+    pass
+
+
+class PromptTooLongError(LocalLLMError):
+    pass
+
+
+class DownloadError(LocalLLMError):
+    pass
+
+
+class DownloadsDisabledError(DownloadError):
+    pass

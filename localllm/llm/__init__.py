@@ -1,0 +1,1 @@
+"""Text generation behind one small interface (see base.ChatModel)."""

@@ -1,0 +1,188 @@
+"""The default engine: llama-cpp-python in this process."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from localllm.errors import ModelLoadError
+from localllm.llm.base import GenerationParams, Message
+from localllm.llm.conversation import fit_to_context
+
+# llama.cpp's OpenMP workers spin while they wait; on a small, busy machine that spinning steals the
+# core another worker needs and generation collapses. Must be set before libgomp loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import llama_cpp
+from llama_cpp.llama_chat_format import ChatFormatterResponse, Jinja2ChatFormatter, format_chatml
+
+log = logging.getLogger(__name__)
+
+FALLBACK_TEMPLATE_WARNING = (
+    "this model has no chat template in its GGUF metadata; using ChatML, which it may not follow"
+)
+
+
+def default_threads() -> int:
+    """Generation threads: every core this process may use but one, at least one (see bench/chat.py)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1)
+
+
+def gpu_offload_supported() -> bool:
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
+def backend_name() -> str:
+    """'CUDA', 'Metal', 'Vulkan', ... when this llama.cpp build can offload, else 'CPU'."""
+    if not gpu_offload_supported():
+        return "CPU"
+    info = llama_cpp.llama_print_system_info().decode(errors="replace")
+    for name in ("CUDA", "Metal", "Vulkan", "HIP", "SYCL", "OpenCL", "MUSA", "CANN"):
+        if name.upper() in info.upper():
+            return name
+    return "GPU"
+
+
+@dataclass
+class GenerationStats:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds_to_first_token: float = 0.0
+    seconds_total: float = 0.0
+    trimmed_messages: int = 0
+
+
+class LlamaCppChatModel:
+    """A GGUF model loaded in llama.cpp, chatting through the model's own chat template."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        name: str | None = None,
+        context_size: int = 4096,
+        n_threads: int = 0,
+        n_gpu_layers: int = -1,
+        lora_path: str | Path | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.name = name or self.path.name
+        self.n_threads = n_threads or default_threads()
+        self.n_gpu_layers = n_gpu_layers if gpu_offload_supported() else 0
+        self.lora_path = Path(lora_path) if lora_path else None
+        self._lock = threading.Lock()
+        self.last_stats = GenerationStats()
+        try:
+            self._llama: llama_cpp.Llama | None = llama_cpp.Llama(
+                model_path=str(self.path),
+                n_ctx=context_size,
+                n_threads=self.n_threads,
+                n_threads_batch=self.n_threads,
+                n_gpu_layers=self.n_gpu_layers,
+                lora_path=str(self.lora_path) if self.lora_path else None,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError, OSError) as e:
+            raise ModelLoadError(f"llama.cpp could not load {self.path.name}: {e}") from e
+        meta = self._llama.metadata
+        template = meta.get("tokenizer.chat_template")
+        self.template_warning: str | None = None
+        if template:
+            eos, bos = self._llama.token_eos(), self._llama.token_bos()
+            self._formatter: Any = Jinja2ChatFormatter(
+                template=template,
+                eos_token=self._token_text(eos),
+                bos_token=self._token_text(bos),
+                stop_token_ids=[eos],
+            )
+        else:
+            self.template_warning = FALLBACK_TEMPLATE_WARNING
+            log.warning("%s: %s", self.name, FALLBACK_TEMPLATE_WARNING)
+            self._formatter = format_chatml
+
+    @property
+    def llama(self) -> llama_cpp.Llama:
+        if self._llama is None:
+            raise ModelLoadError(f"{self.name} was closed")
+        return self._llama
+
+    @property
+    def context_length(self) -> int:
+        return int(self.llama.n_ctx())
+
+    def _token_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        return self.llama.detokenize([token], special=True).decode("utf-8", errors="replace")
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def _render(self, messages: Sequence[Message]) -> tuple[list[int], ChatFormatterResponse]:
+        formatted: ChatFormatterResponse = self._formatter(messages=list(messages))
+        tokens = self.llama.tokenize(
+            formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True
+        )
+        return tokens, formatted
+
+    def prompt_tokens(self, messages: Sequence[Message]) -> int:
+        """Tokens the whole templated conversation takes, ready for the answer."""
+        return len(self._render(messages)[0])
+
+    def answer_budget(self, params: GenerationParams) -> int:
+        """Prompt tokens allowed: the context less room for the answer (at most half the context)."""
+        return self.context_length - min(params.max_tokens, self.context_length // 2)
+
+    def stream_chat(self, messages: Sequence[Message], params: GenerationParams) -> Iterator[str]:
+        budget = self.answer_budget(params)
+        kept = fit_to_context(messages, self.prompt_tokens, budget)
+        tokens, formatted = self._render(kept)
+        stops = [formatted.stop] if isinstance(formatted.stop, str) else list(formatted.stop or [])
+        max_tokens = min(params.max_tokens, self.context_length - len(tokens))
+        stats = GenerationStats(
+            prompt_tokens=len(tokens), trimmed_messages=len(messages) - len(kept)
+        )
+        with self._lock:
+            started = time.perf_counter()
+            stream = self.llama.create_completion(
+                prompt=tokens,
+                max_tokens=max_tokens,
+                temperature=params.temperature,
+                top_p=params.top_p,
+                stop=[*stops, *params.stop],
+                seed=params.seed,
+                stopping_criteria=formatted.stopping_criteria,
+                stream=True,
+            )
+            try:
+                for chunk in stream:
+                    text = chunk["choices"][0]["text"]  # type: ignore[index]
+                    if not text:
+                        continue
+                    if not stats.completion_tokens:
+                        stats.seconds_to_first_token = time.perf_counter() - started
+                    stats.completion_tokens += 1
+                    yield text
+            finally:
+                with contextlib.suppress(Exception):
+                    stream.close()  # type: ignore[union-attr]
+                stats.seconds_total = time.perf_counter() - started
+                self.last_stats = stats
+
+    def close(self) -> None:
+        """Free the weights and the KV cache now, not whenever the garbage collector runs."""
+        with self._lock:
+            if self._llama is not None:
+                self._llama.close()
+                self._llama = None

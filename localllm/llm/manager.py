@@ -1,0 +1,92 @@
+"""The one owner of the loaded chat model: loads lazily, frees the old model on a switch."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from localllm.config import Settings
+from localllm.llm.base import GenerationParams
+from localllm.llm.catalog import ModelInfo, resolve
+from localllm.llm.llamacpp import LlamaCppChatModel, backend_name
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    context_size: int
+    n_threads: int
+    n_gpu_layers: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LoadOptions:
+        return cls(settings.context_size, settings.n_threads, settings.n_gpu_layers)
+
+
+class ModelManager:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._model: LlamaCppChatModel | None = None
+        self._key: tuple[str, LoadOptions] | None = None
+        self.info: ModelInfo | None = None
+
+    @property
+    def loaded(self) -> LlamaCppChatModel | None:
+        return self._model
+
+    def get(self, name: str | None = None, options: LoadOptions | None = None) -> LlamaCppChatModel:
+        """The model called `name` (default: settings.default_model), loading it if needed."""
+        info = resolve(self.settings, name)
+        options = options or LoadOptions.from_settings(self.settings)
+        key = (info.path, options)
+        with self._lock:
+            if self._model is not None and self._key == key:
+                return self._model
+            self._release()
+            context = options.context_size or info.context_length or 4096
+            if info.context_length:
+                context = min(context, info.context_length)
+            self._model = LlamaCppChatModel(
+                info.path,
+                name=info.name,
+                context_size=context,
+                n_threads=options.n_threads,
+                n_gpu_layers=options.n_gpu_layers,
+            )
+            self._key, self.info = key, info
+            return self._model
+
+    def _release(self) -> None:
+        if self._model is not None:
+            self._model.close()
+        self._model, self._key, self.info = None, None, None
+
+    def close(self) -> None:
+        with self._lock:
+            self._release()
+
+    def describe_loaded(self) -> str:
+        """One line for the UI: which model, backend, threads and context are active."""
+        model = self._model
+        if model is None:
+            return f"No model loaded yet · backend: {backend_name()}"
+        parts = [
+            model.name,
+            f"backend: {backend_name()}",
+            f"GPU layers: {model.n_gpu_layers}" if model.n_gpu_layers else "CPU only",
+            f"threads: {model.n_threads}",
+            f"context: {model.context_length} tokens",
+        ]
+        if model.template_warning:
+            parts.append(f"warning: {model.template_warning}")
+        return " · ".join(parts)
+
+
+def params_from_settings(settings: Settings, **overrides: object) -> GenerationParams:
+    values: dict[str, object] = {
+        "temperature": settings.temperature,
+        "top_p": settings.top_p,
+        "max_tokens": settings.max_tokens,
+    }
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return GenerationParams(**values)  # type: ignore[arg-type]

@@ -1,0 +1,47 @@
+"""The Blocks of the app, its queue, and launch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from localllm.config import Settings
+from localllm.services import Services
+from localllm.ui.chat import build_chat_tab
+from localllm.ui.models import build_models_tab
+
+# System fonts only: nothing is fetched from a font host, so an air-gapped browser renders at once.
+THEME = gr.themes.Default(
+    font=["ui-sans-serif", "system-ui", "Segoe UI", "Roboto", "sans-serif"],
+    font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"],
+)
+
+
+def build_app(services: Services) -> gr.Blocks:
+    with gr.Blocks(title="LocalLLM", analytics_enabled=False) as demo:
+        gr.Markdown("## LocalLLM · private chat with local models")
+        with gr.Tabs():
+            with gr.Tab("Chat", id="chat"):
+                chat = build_chat_tab(services)
+            with gr.Tab("Models", id="models"):
+                build_models_tab(services, chat)
+    return demo
+
+
+def launch(
+    settings: Settings, *, host: str | None = None, port: int | None = None, block: bool = True
+) -> tuple[gr.Blocks, Services]:
+    services = Services(settings)
+    demo = build_app(services)
+    demo.queue(default_concurrency_limit=1)
+    kwargs: dict[str, Any] = {
+        "server_name": host or settings.host,
+        "server_port": port or settings.port,
+        "theme": THEME,
+        "show_error": True,
+        "prevent_thread_lock": not block,
+        "footer_links": ["api", "settings"],
+    }
+    demo.launch(**kwargs)
+    return demo, services
