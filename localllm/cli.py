@@ -80,6 +80,17 @@ def cmd_chat(settings: Settings, args: argparse.Namespace) -> int:
         manager.close()
 
 
+def cmd_download(settings: Settings, args: argparse.Namespace) -> int:
+    from localllm.llm.download import download_gguf
+
+    info = download_gguf(settings, args.repo, args.filename, revision=args.revision)
+    if args.json:
+        _print_json({"downloaded": info.to_dict()})
+    else:
+        print(f"downloaded {info.name} ({human_size(info.size_bytes)}) to {settings.models_dir}")
+    return 0
+
+
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from localllm.ui.app import launch
 
@@ -106,6 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--seed", type=int)
     chat.add_argument("--json", action="store_true", help="one JSON object on stdout")
     chat.set_defaults(func=cmd_chat)
+
+    download = sub.add_parser(
+        "download",
+        help="fetch a GGUF from the Hugging Face Hub (needs LOCALLLM_ALLOW_DOWNLOADS=1)",
+    )
+    download.add_argument("repo", help="Hub repository id, e.g. owner/name")
+    download.add_argument("filename", help="a .gguf file at the top of that repository")
+    download.add_argument("--revision")
+    download.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    download.set_defaults(func=cmd_download)
 
     serve = sub.add_parser("serve", help="start the app (web UI)")
     serve.add_argument("--host")

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from localllm.config import Settings, ensure_dir
 from localllm.errors import DownloadError, DownloadsDisabledError
@@ -26,10 +28,13 @@ def _tqdm_reporting_to(progress: ProgressFn) -> type:
     from huggingface_hub.utils import tqdm as hf_tqdm
 
     class _Reporter(hf_tqdm):  # type: ignore[misc, valid-type]
+        # Counted here: a disabled bar (no terminal) does not advance its own `n`.
+        done = 0
+
         def update(self, n: float | None = 1) -> bool | None:
-            shown = super().update(n)
-            progress(int(self.n), int(self.total) if self.total else None)
-            return shown
+            self.done += int(n or 0)
+            progress(self.done, int(self.total) if self.total else None)
+            return super().update(n)
 
     return _Reporter
 
@@ -38,11 +43,14 @@ def _explain(error: Exception, repo_id: str, filename: str) -> str:
     from huggingface_hub.errors import (
         EntryNotFoundError,
         GatedRepoError,
+        LocalEntryNotFoundError,
         OfflineModeIsEnabled,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
 
+    if isinstance(error, LocalEntryNotFoundError):
+        return "could not reach the Hub (no network?)"
     if isinstance(error, OfflineModeIsEnabled):
         return "offline mode is on (HF_HUB_OFFLINE=1): downloads are disabled"
     if isinstance(error, GatedRepoError):
@@ -58,6 +66,17 @@ def _explain(error: Exception, repo_id: str, filename: str) -> str:
     if any(w in lowered for w in ("connect", "resolve", "network", "name or service", "timed out")):
         return f"could not reach the Hub (no network?): {text}"
     return f"{type(error).__name__}: {text}"
+
+
+def _check_reachable(endpoint: str, timeout: float = 5.0) -> None:
+    """Fail fast and plainly when the Hub can't be reached (huggingface_hub retries for ~25 s)."""
+    url = urlsplit(endpoint)
+    host = url.hostname or ""
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        raise DownloadError(f"could not reach the Hub at {host}:{port} (no network?): {e}") from e
 
 
 def download_gguf(
@@ -82,7 +101,7 @@ def download_gguf(
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         raise DownloadsDisabledError("offline mode is on (HF_HUB_OFFLINE=1): unset it to download")
 
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import constants, hf_hub_download
 
     folder = ensure_dir(settings.models_dir)
     target = folder / filename
@@ -94,6 +113,7 @@ def download_gguf(
         kwargs["tqdm_class"] = _tqdm_reporting_to(progress)
     if settings.hub_endpoint:
         kwargs["endpoint"] = settings.hub_endpoint
+    _check_reachable(settings.hub_endpoint or constants.ENDPOINT)
     try:
         fetched = Path(hf_hub_download(repo_id, filename, **kwargs))
         info = describe(fetched)

