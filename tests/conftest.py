@@ -103,9 +103,16 @@ class RunningApp:
 
 
 @pytest.fixture(scope="session")
-def running_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningApp]:
-    """The real app, started as a user would (`localllm serve`), on a free loopback port."""
+def running_app(
+    tmp_path_factory: pytest.TempPathFactory, bundled_path: Path
+) -> Iterator[RunningApp]:
+    """The real app, started as a user would (`localllm serve`), on a free loopback port.
+
+    Its models folder holds `doomed.gguf` (the bundled model) for tests that damage a model in use.
+    """
     data = tmp_path_factory.mktemp("app")
+    (data / "models").mkdir()
+    (data / "models" / "doomed.gguf").symlink_to(bundled_path)
     port = free_port()
     env = cli_env(
         LOCALLLM_MODELS_DIR=str(data / "models"),

@@ -63,7 +63,7 @@ def test_download_that_breaks_half_way_leaves_nothing(
     key = f"{REPO}/broken.gguf"
     hub.files[key] = data
     hub.cut_at[key] = len(data) // 2
-    with pytest.raises(DownloadError, match="broken.gguf failed"):
+    with pytest.raises(DownloadError, match=r"broken\.gguf failed"):
         download_gguf(hub_settings(settings, hub.url), REPO, "broken.gguf")
     assert leftovers(settings.models_dir) == []
 

@@ -25,7 +25,7 @@ def build_app(services: Services) -> gr.Blocks:
             with gr.Tab("Chat", id="chat"):
                 chat = build_chat_tab(services)
             with gr.Tab("Models", id="models"):
-                build_models_tab(services, chat)
+                build_models_tab(services, chat, demo)
     return demo
 
 

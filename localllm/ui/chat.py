@@ -144,4 +144,5 @@ def build_chat_tab(services: Services) -> ChatTab:
     click = send.click(respond, inputs, outputs, api_name=False, concurrency_id="llm")
     stop.click(None, None, None, cancels=[submit, click])
     clear.click(lambda: ([], []), None, [chatbot, history], api_name=False, cancels=[submit, click])
+    chatbot.clear(lambda: [], None, history, api_name=False, cancels=[submit, click])
     return ChatTab(model=model, status=status)

@@ -45,7 +45,7 @@ def _row(m: ModelInfo) -> list[str]:
     ]
 
 
-def build_models_tab(services: Services, chat: ChatTab) -> None:
+def build_models_tab(services: Services, chat: ChatTab, demo: gr.Blocks) -> None:
     settings = services.settings
 
     def table() -> list[list[str]]:
@@ -111,5 +111,6 @@ def build_models_tab(services: Services, chat: ChatTab) -> None:
 
     listing = [catalog, to_delete, chat.model]
     refresh.click(refreshed, None, listing, api_name=False)
+    demo.load(refreshed, None, listing, api_name=False)  # files dropped in since start show up
     download.click(do_download, [repo, filename], [download_status, *listing], api_name="download")
     delete.click(do_delete, [to_delete], [delete_status, *listing], api_name="delete_model")

@@ -1,0 +1,89 @@
+"""A real browser (Debian's Chromium, driven by Playwright) uses the app as a person would."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.conftest import ARTIFACTS, RunningApp, chromium_path, require
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+@pytest.fixture
+def page(running_app: RunningApp) -> Iterator[Any]:
+    exe = chromium_path()
+    require(exe is not None, "Debian's chromium is not installed (make browser installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        pg = context.new_page()
+        pg.set_default_timeout(60_000)
+        pg.requested = []  # type: ignore[attr-defined]
+        pg.on("request", lambda r: pg.requested.append(r.url))  # type: ignore[attr-defined]
+        yield pg
+        context.close()
+        browser.close()
+
+
+def foreign_requests(urls: list[str]) -> list[str]:
+    return [
+        u
+        for u in urls
+        if urlsplit(u).scheme in ("http", "https", "ws", "wss")
+        and urlsplit(u).hostname not in LOCAL_HOSTS
+    ]
+
+
+def test_chat_in_the_browser_and_nothing_leaves_the_machine(
+    page: Any, running_app: RunningApp
+) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.goto(running_app.url)
+    box = page.locator("#message textarea")
+    box.fill("What is the capital of France?")
+    box.press("Enter")
+    bot = page.locator("#chatbot .message.bot").last
+    bot.wait_for()
+    page.wait_for_function(
+        "() => { const b = [...document.querySelectorAll('#chatbot .message.bot')].pop();"
+        " return b && b.innerText.trim().length > 0; }"
+    )
+    # The answer has finished streaming when the event's progress tracker is gone.
+    page.wait_for_function(
+        "() => !document.querySelector('#chatbot .status-tracker:not(.hide)')"
+        " && !document.querySelector('#chatbot .pending')"
+    )
+    user = page.locator("#chatbot .message.user").last
+    assert "capital of France" in user.inner_text()
+    assert bot.inner_text().strip()
+    assert "backend: CPU" in page.locator("#model-status").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "chat.png"), full_page=True)
+
+    page.get_by_role("tab", name="Models").click()
+    catalog = page.locator("#catalog")
+    page.wait_for_function(
+        "() => (document.querySelector('#catalog')?.innerText || '').includes('SmolLM2-135M')"
+    )
+    assert "Q4_1" in catalog.inner_text() and "llama" in catalog.inner_text()
+    page.screenshot(path=str(ARTIFACTS / "models.png"), full_page=True)
+
+    assert page.requested, "the page should have loaded something"
+    assert foreign_requests(page.requested) == [], "the page asked a host other than the app's own"

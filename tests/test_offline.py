@@ -1,0 +1,104 @@
+"""Offline proof: the app's work done in a process that has no network at all (`unshare -n`)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, cli_env, require
+
+pytestmark = pytest.mark.network_free
+
+
+def _unshare_works() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    return subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
+
+
+def run_without_network(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    require(_unshare_works(), "`unshare -n` needs root (or user namespaces) on this machine")
+    return subprocess.run(
+        ["unshare", "-n", sys.executable, "-m", "localllm.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+        cwd=ROOT,
+    )
+
+
+def test_no_network_in_the_namespace(tmp_path: Path) -> None:
+    require(_unshare_works(), "`unshare -n` needs root (or user namespaces) on this machine")
+    probe = "import socket; socket.create_connection(('1.1.1.1', 443), timeout=3)"
+    result = subprocess.run(
+        ["unshare", "-n", sys.executable, "-c", probe], capture_output=True, text=True
+    )
+    assert result.returncode != 0, "the namespace must really have no network"
+
+
+def test_chat_answers_with_no_network(tmp_path: Path) -> None:
+    env = cli_env(LOCALLLM_MODELS_DIR=str(tmp_path / "models"))
+    result = run_without_network(
+        "chat", "What is the capital of France?", "--json", "--max-tokens", "24", env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["answer"].strip()
+
+
+def test_models_listing_with_no_network(tmp_path: Path) -> None:
+    env = cli_env(LOCALLLM_MODELS_DIR=str(tmp_path / "models"))
+    result = run_without_network("models", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    assert any(m["bundled"] for m in json.loads(result.stdout)["models"])
+
+
+def test_opted_in_download_with_no_network_says_so(tmp_path: Path) -> None:
+    env = cli_env(LOCALLLM_MODELS_DIR=str(tmp_path / "models"), LOCALLLM_ALLOW_DOWNLOADS="1")
+    env.pop("HF_HUB_OFFLINE", None)
+    result = run_without_network("download", "owner/repo", "model.Q4_K_M.gguf", env=env)
+    assert result.returncode == 1
+    assert "could not reach the Hub" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not list((tmp_path / "models").glob("*.gguf"))
+
+
+APP_IN_NAMESPACE = """
+import sys, urllib.request
+from gradio_client import Client
+from localllm.config import Settings
+from localllm.privacy import apply_privacy
+settings = Settings(models_dir=sys.argv[1], max_tokens=16)
+apply_privacy(settings)
+from localllm.ui.app import launch
+demo, services = launch(settings, host="127.0.0.1", port=int(sys.argv[2]), block=False)
+url = f"http://127.0.0.1:{sys.argv[2]}/"
+assert urllib.request.urlopen(url, timeout=10).status == 200
+result = Client(url, verbose=False).predict("Say hi.", api_name="/chat")
+print("ANSWER:", result[0][-1]["content"])
+demo.close()
+"""
+
+
+def test_the_web_app_serves_and_answers_with_no_network(tmp_path: Path) -> None:
+    require(_unshare_works(), "`unshare -n` needs root (or user namespaces) on this machine")
+    require(shutil.which("ip") is not None, "iproute2's `ip` brings loopback up in the namespace")
+    script = tmp_path / "app_offline.py"
+    script.write_text(APP_IN_NAMESPACE)
+    env = cli_env()
+    command = f"ip link set lo up && exec {sys.executable} {script} {tmp_path / 'models'} 7899"
+    result = subprocess.run(
+        ["unshare", "-n", "sh", "-c", command],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ANSWER:" in result.stdout
