@@ -54,7 +54,11 @@ def cmd_chat(settings: Settings, args: argparse.Namespace) -> int:
             settings.system_prompt if args.system is None else args.system,
         )
         params = params_from_settings(
-            settings, max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed
+            settings,
+            max_tokens=args.max_tokens,
+            temperature=args.temperature,
+            seed=args.seed,
+            stop=tuple(args.stop) or None,
         )
         pieces: list[str] = []
         for piece in model.stream_chat(messages, params):
@@ -115,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--max-tokens", type=int)
     chat.add_argument("--temperature", type=float)
     chat.add_argument("--seed", type=int)
+    chat.add_argument("--stop", action="append", default=[], help="stop sequence (repeatable)")
     chat.add_argument("--json", action="store_true", help="one JSON object on stdout")
     chat.set_defaults(func=cmd_chat)
 

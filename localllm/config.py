@@ -31,7 +31,8 @@ class Settings(BaseSettings):
         BUNDLED_MODEL, description="File name in models_dir, or 'bundled' for the shipped model."
     )
     context_size: int = Field(4096, ge=0, description="Tokens; 0 means the model's own maximum.")
-    n_threads: int = Field(0, ge=0, description="Generation threads; 0 picks a safe default.")
+    n_threads: int = Field(0, ge=0, description="Generation threads; 0: all cores but one.")
+    n_threads_batch: int = Field(0, ge=0, description="Prompt threads; 0: all cores.")
     n_gpu_layers: int = Field(-1, description="Layers to offload when a GPU backend is built in.")
     temperature: float = Field(0.7, ge=0.0, le=2.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)

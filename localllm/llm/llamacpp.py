@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -15,28 +14,23 @@ from typing import Any
 from localllm.errors import ModelLoadError
 from localllm.llm.base import GenerationParams, Message
 from localllm.llm.conversation import fit_to_context
+from localllm.llm.threads import apply_openmp_wait_policy, default_batch_threads, default_threads
 
-# llama.cpp's OpenMP workers spin while they wait; on a small, busy machine that spinning steals the
-# core another worker needs and generation collapses. Must be set before libgomp loads.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Must run before llama_cpp (and with it libgomp) is loaded.
+apply_openmp_wait_policy()
 
-import llama_cpp
-from llama_cpp.llama_chat_format import ChatFormatterResponse, Jinja2ChatFormatter, format_chatml
+import llama_cpp  # noqa: E402
+from llama_cpp.llama_chat_format import (  # noqa: E402
+    ChatFormatterResponse,
+    Jinja2ChatFormatter,
+    format_chatml,
+)
 
 log = logging.getLogger(__name__)
 
 FALLBACK_TEMPLATE_WARNING = (
     "this model has no chat template in its GGUF metadata; using ChatML, which it may not follow"
 )
-
-
-def default_threads() -> int:
-    """Generation threads: every core this process may use but one, at least one (see bench/chat.py)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores - 1)
 
 
 def gpu_offload_supported() -> bool:
@@ -73,12 +67,14 @@ class LlamaCppChatModel:
         name: str | None = None,
         context_size: int = 4096,
         n_threads: int = 0,
+        n_threads_batch: int = 0,
         n_gpu_layers: int = -1,
         lora_path: str | Path | None = None,
     ) -> None:
         self.path = Path(path)
         self.name = name or self.path.name
         self.n_threads = n_threads or default_threads()
+        self.n_threads_batch = n_threads_batch or default_batch_threads()
         self.n_gpu_layers = n_gpu_layers if gpu_offload_supported() else 0
         self.lora_path = Path(lora_path) if lora_path else None
         self._lock = threading.Lock()
@@ -88,7 +84,7 @@ class LlamaCppChatModel:
                 model_path=str(self.path),
                 n_ctx=context_size,
                 n_threads=self.n_threads,
-                n_threads_batch=self.n_threads,
+                n_threads_batch=self.n_threads_batch,
                 n_gpu_layers=self.n_gpu_layers,
                 lora_path=str(self.lora_path) if self.lora_path else None,
                 verbose=False,
@@ -146,8 +142,11 @@ class LlamaCppChatModel:
 
     def stream_chat(self, messages: Sequence[Message], params: GenerationParams) -> Iterator[str]:
         budget = self.answer_budget(params)
-        kept = fit_to_context(messages, self.prompt_tokens, budget)
+        kept = list(messages)
         tokens, formatted = self._render(kept)
+        if len(tokens) > budget:
+            kept = fit_to_context(messages, self.prompt_tokens, budget)
+            tokens, formatted = self._render(kept)
         stops = [formatted.stop] if isinstance(formatted.stop, str) else list(formatted.stop or [])
         max_tokens = min(params.max_tokens, self.context_length - len(tokens))
         stats = GenerationStats(

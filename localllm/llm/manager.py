@@ -16,10 +16,16 @@ class LoadOptions:
     context_size: int
     n_threads: int
     n_gpu_layers: int
+    n_threads_batch: int = 0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LoadOptions:
-        return cls(settings.context_size, settings.n_threads, settings.n_gpu_layers)
+        return cls(
+            settings.context_size,
+            settings.n_threads,
+            settings.n_gpu_layers,
+            settings.n_threads_batch,
+        )
 
 
 class ModelManager:
@@ -51,6 +57,7 @@ class ModelManager:
                 name=info.name,
                 context_size=context,
                 n_threads=options.n_threads,
+                n_threads_batch=options.n_threads_batch or self.settings.n_threads_batch,
                 n_gpu_layers=options.n_gpu_layers,
             )
             self._key, self.info = key, info
@@ -74,7 +81,7 @@ class ModelManager:
             model.name,
             f"backend: {backend_name()}",
             f"GPU layers: {model.n_gpu_layers}" if model.n_gpu_layers else "CPU only",
-            f"threads: {model.n_threads}",
+            f"threads: {model.n_threads} (prompt: {model.n_threads_batch})",
             f"context: {model.context_length} tokens",
         ]
         if model.template_warning:

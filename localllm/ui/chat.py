@@ -78,6 +78,9 @@ def build_chat_tab(services: Services) -> ChatTab:
                 max_tokens = gr.Slider(
                     16, 4096, settings.max_tokens, step=16, label="Max new tokens"
                 )
+                stop_text = gr.Textbox(
+                    "", label="Stop sequences", lines=2, placeholder="one per line"
+                )
                 context_size = gr.Number(
                     settings.context_size, label="Context size (0 = model maximum)", precision=0
                 )
@@ -100,6 +103,7 @@ def build_chat_tab(services: Services) -> ChatTab:
         temp: float,
         nucleus: float,
         new_tokens: float,
+        stop_lines: str,
         ctx: float | None,
         n_threads: float | None,
         n_gpu: float | None,
@@ -113,7 +117,11 @@ def build_chat_tab(services: Services) -> ChatTab:
             int(ctx or 0), int(n_threads or 0), int(n_gpu if n_gpu is not None else -1)
         )
         params = params_from_settings(
-            settings, temperature=float(temp), top_p=float(nucleus), max_tokens=int(new_tokens)
+            settings,
+            temperature=float(temp),
+            top_p=float(nucleus),
+            max_tokens=int(new_tokens),
+            stop=tuple(line for line in (stop_lines or "").splitlines() if line),
         )
         answer = ""
         try:
@@ -135,6 +143,7 @@ def build_chat_tab(services: Services) -> ChatTab:
         temperature,
         top_p,
         max_tokens,
+        stop_text,
         context_size,
         threads,
         gpu_layers,
