@@ -39,6 +39,17 @@ class Settings(BaseSettings):
     max_tokens: int = Field(512, ge=1)
     system_prompt: str = "You are a helpful, concise assistant."
 
+    embedder_path: Path | None = Field(
+        None,
+        description="A local sentence-transformers folder; None: the bundled all-MiniLM-L6-v2.",
+    )
+    embed_backend: str = Field("auto", description="auto | torch | an accelerated variant")
+    chunk_tokens: int = Field(200, ge=32, le=512, description="Chunk size in embedder tokens.")
+    ocr: bool = Field(
+        True, description="OCR pages without a text layer, when tesseract is installed."
+    )
+    max_upload_mb: int = Field(1024, ge=1)
+
     allow_downloads: bool = Field(
         False, description="Opt in to Hugging Face Hub downloads; off means no network calls."
     )

@@ -1,0 +1,1 @@
+"""Files -> elements -> chunks, each carrying the provenance every answer cites."""

@@ -1,0 +1,1 @@
+"""Embeddings, the vector store and search over the chunks of indexed documents."""

@@ -1,0 +1,320 @@
+"""The vector store: Chroma on disk under docs_store/, our own embeddings, one writer process.
+
+Writes are all-or-nothing per document. Chroma has no transactions, so the catalog (catalog.py) marks
+a document 'indexing' before its chunks go in and 'ready' only after; a replaced or deleted document is
+marked 'deleting' before its chunks go. Opening the store undoes what a crash left half-done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from localllm.config import ensure_dir
+from localllm.documents.model import Chunk, ParsedDocument
+from localllm.errors import LocalLLMError
+from localllm.index.catalog import Catalog, CollectionInfo, DocumentRecord
+
+DEFAULT_COLLECTION = "default"
+T = TypeVar("T")
+_BATCH = 500
+
+
+class StoreError(LocalLLMError):
+    pass
+
+
+class StoreBusyError(StoreError):
+    """Another process holds the store: Chroma breaks when two processes write one folder."""
+
+
+class _WriterLock:
+    def __init__(self, path: Path) -> None:
+        self._file = path.open("a+")
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.seek(0)
+            holder = self._file.read().strip() or "unknown"
+            self._file.close()
+            raise StoreBusyError(
+                f"the document store {path.parent} is in use by another LocalLLM process "
+                f"(pid {holder}); use that app, or stop it first"
+            ) from None
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(str(os.getpid()))
+        self._file.flush()
+
+    def release(self) -> None:
+        if not self._file.closed:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+
+
+@dataclass
+class StoredChunk:
+    id: str
+    doc_id: str
+    name: str
+    text: str
+    pages: list[int]
+    section: str | None
+    boxes: list[tuple[int, tuple[float, float, float, float]]]
+    distance: float | None = None
+
+
+def _metadata(chunk: Chunk, name: str) -> dict[str, Any]:
+    return {
+        "doc_id": chunk.doc_id,
+        "name": name,
+        "ordinal": chunk.ordinal,
+        "page_first": chunk.pages[0] if chunk.pages else 0,
+        "page_last": chunk.pages[-1] if chunk.pages else 0,
+        "pages": json.dumps(chunk.pages),
+        "section": chunk.section or "",
+        "boxes": json.dumps(chunk.boxes),
+    }
+
+
+def _stored(chunk_id: str, text: str, meta: dict[str, Any], distance: float | None) -> StoredChunk:
+    return StoredChunk(
+        id=chunk_id,
+        doc_id=str(meta["doc_id"]),
+        name=str(meta["name"]),
+        text=text,
+        pages=json.loads(str(meta["pages"])),
+        section=str(meta["section"]) or None,
+        boxes=[(int(p), tuple(b)) for p, b in json.loads(str(meta["boxes"]))],  # type: ignore[misc]
+        distance=distance,
+    )
+
+
+def _locked(method: Callable[..., T]) -> Callable[..., T]:
+    @functools.wraps(method)
+    def wrapper(self: DocumentStore, *args: Any, **kwargs: Any) -> T:
+        with self._mutex:
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+class DocumentStore:
+    """One process's handle on docs_store/; its methods may be called from several threads."""
+
+    def __init__(self, folder: Path) -> None:
+        import chromadb
+
+        self._mutex = threading.RLock()
+        self.folder = ensure_dir(folder)
+        self._lock = _WriterLock(self.folder / ".writer.lock")
+        try:
+            self.catalog = Catalog(self.folder / "catalog.sqlite3")
+            self._client = chromadb.PersistentClient(
+                path=str(self.folder / "chroma"),
+                settings=chromadb.Settings(anonymized_telemetry=False, allow_reset=False),
+            )
+        except Exception:
+            self._lock.release()
+            raise
+        self.recover()
+
+    # collections
+    def _chroma(self, info: CollectionInfo) -> Any:
+        return self._client.get_or_create_collection(
+            info.chroma_name,
+            embedding_function=None,  # never Chroma's default, which fetches a model
+            configuration={"hnsw": {"space": "cosine"}},
+            metadata={"localllm_name": info.name},
+        )
+
+    @_locked
+    def collections(self) -> list[CollectionInfo]:
+        return self.catalog.collections()
+
+    @_locked
+    def collection(self, name: str) -> CollectionInfo:
+        info = self.catalog.collection(name)
+        if info is None:
+            known = ", ".join(c.name for c in self.collections()) or "none yet"
+            raise StoreError(f"no collection named {name!r} (collections: {known})")
+        return info
+
+    @_locked
+    def ensure_collection(self, name: str, *, scrub_pii: bool | None = None) -> CollectionInfo:
+        name = name.strip()
+        if not name or len(name) > 100 or any(ord(c) < 32 for c in name):
+            raise StoreError(
+                f"{name!r} is not a usable collection name (1-100 printable characters)"
+            )
+        info = self.catalog.collection(name)
+        if info is None:
+            info = self.catalog.add_collection(name, bool(scrub_pii))
+        elif scrub_pii is not None and scrub_pii != info.scrub_pii:
+            self.catalog.set_scrub(name, scrub_pii)
+            info.scrub_pii = scrub_pii
+        self._chroma(info)
+        return info
+
+    @_locked
+    def delete_collection(self, name: str) -> None:
+        info = self.collection(name)
+        with self.catalog.transaction():
+            for record in self.catalog.documents(name, status=None):
+                self.catalog.set_status(name, record.doc_id, "deleting")
+        with contextlib.suppress(Exception):  # already gone
+            self._client.delete_collection(info.chroma_name)
+        self.catalog.remove_collection(name)
+
+    # documents
+    @_locked
+    def documents(self, collection: str | None = None) -> list[DocumentRecord]:
+        return self.catalog.documents(collection)
+
+    @_locked
+    def find(
+        self, collection: str, *, doc_id: str | None = None, name: str | None = None
+    ) -> list[DocumentRecord]:
+        return [
+            d
+            for d in self.catalog.documents(collection)
+            if (doc_id is None or d.doc_id == doc_id) and (name is None or d.name == name)
+        ]
+
+    @_locked
+    def add_document(
+        self,
+        collection: str,
+        doc: ParsedDocument,
+        chunks: Sequence[Chunk],
+        embeddings: np.ndarray,
+        *,
+        source: str,
+    ) -> tuple[DocumentRecord, list[DocumentRecord]]:
+        """Store one document's chunks; replace older versions with the same name. All or nothing."""
+        if len(chunks) != len(embeddings):
+            raise StoreError(f"{len(chunks)} chunks but {len(embeddings)} embeddings")
+        info = self.ensure_collection(collection)
+        target = self._chroma(info)
+        record = DocumentRecord(
+            collection=collection,
+            doc_id=doc.sha256,
+            name=doc.name,
+            source=source,
+            pages=doc.pages,
+            chunks=len(chunks),
+            added=time.time(),
+            status="indexing",
+            warnings=list(doc.warnings),
+        )
+        with self.catalog.transaction():
+            if self.find(collection, doc_id=doc.sha256):
+                raise StoreError(f"{doc.name} is already in {collection!r}")
+            self.catalog.insert(record)
+        try:
+            for start in range(0, len(chunks), _BATCH):
+                batch = chunks[start : start + _BATCH]
+                target.upsert(
+                    ids=[c.id for c in batch],
+                    embeddings=embeddings[start : start + _BATCH],
+                    documents=[c.text for c in batch],
+                    metadatas=[_metadata(c, doc.name) for c in batch],
+                )
+        except BaseException:
+            self._drop(info, doc.sha256)
+            raise
+        older = [d for d in self.find(collection, name=doc.name) if d.doc_id != doc.sha256]
+        with self.catalog.transaction():
+            self.catalog.set_status(collection, doc.sha256, "ready")
+            for old in older:
+                self.catalog.set_status(collection, old.doc_id, "deleting")
+        for old in older:
+            self._drop(info, old.doc_id)
+        record.status = "ready"
+        return record, older
+
+    @_locked
+    def delete_document(self, collection: str, name: str) -> list[DocumentRecord]:
+        info = self.collection(collection)
+        matches = self.find(collection, name=name) or self.find(collection, doc_id=name)
+        if not matches:
+            raise StoreError(f"no document named {name!r} in collection {collection!r}")
+        with self.catalog.transaction():
+            for record in matches:
+                self.catalog.set_status(collection, record.doc_id, "deleting")
+        for record in matches:
+            self._drop(info, record.doc_id)
+        return matches
+
+    def _drop(self, info: CollectionInfo, doc_id: str) -> None:
+        self._chroma(info).delete(where={"doc_id": doc_id})
+        self.catalog.remove(info.name, doc_id)
+
+    @_locked
+    def recover(self) -> int:
+        """Undo half-written documents and finish half-done deletions; returns how many."""
+        unfinished = [
+            d for d in self.catalog.documents(status=None) if d.status in ("indexing", "deleting")
+        ]
+        for record in unfinished:
+            self._drop(self.collection(record.collection), record.doc_id)
+        return len(unfinished)
+
+    # reading
+    @_locked
+    def count_chunks(self, collection: str) -> int:
+        return int(self._chroma(self.collection(collection)).count())
+
+    @_locked
+    def chunks_of(self, collection: str, doc_id: str) -> list[StoredChunk]:
+        got = self._chroma(self.collection(collection)).get(
+            where={"doc_id": doc_id}, include=["documents", "metadatas"]
+        )
+        found = [
+            _stored(i, t, m, None)
+            for i, t, m in zip(got["ids"], got["documents"], got["metadatas"], strict=True)
+        ]
+        return sorted(found, key=lambda c: c.id)
+
+    @_locked
+    def query(self, collection: str, embedding: np.ndarray, k: int = 10) -> list[StoredChunk]:
+        """Nearest chunks by cosine distance, from documents that are fully indexed."""
+        target = self._chroma(self.collection(collection))
+        ready = {d.doc_id for d in self.catalog.documents(collection)}
+        if not ready:
+            return []
+        got = target.query(
+            query_embeddings=[embedding],
+            n_results=min(k, int(target.count())),
+            include=["documents", "metadatas", "distances"],
+        )
+        hits = [
+            _stored(i, t, m, d)
+            for i, t, m, d in zip(
+                got["ids"][0],
+                got["documents"][0],
+                got["metadatas"][0],
+                got["distances"][0],
+                strict=True,
+            )
+        ]
+        return [h for h in hits if h.doc_id in ready]
+
+    @_locked
+    def close(self) -> None:
+        try:
+            self._client.close()
+        finally:
+            self.catalog.close()
+            self._lock.release()
