@@ -7,7 +7,7 @@ PIP := $(PY) -m pip --disable-pip-version-check
 # On a GPU machine: make run TORCH=torch
 TORCH ?= torch==2.13.0
 
-.PHONY: run test install install-dev browser bench lint
+.PHONY: run test install install-dev system-deps bench lint
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,18 +27,25 @@ install-dev: $(VENV)/.installed-dev
 run: $(VENV)/.installed
 	$(PY) app.py
 
-# Debian's chromium for the browser tests (root installs it; otherwise those tests say why they skip).
-browser:
-	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
-		echo "chromium is not installed: browser tests will skip"
+# Debian packages: tesseract-ocr (OCR of scanned pages, optional for users) and chromium (browser
+# tests). Root installs them; otherwise the tests that need them say why they skip.
+SYSTEM_PACKAGES := tesseract-ocr chromium
+system-deps:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		else echo "not installed:$$missing (the tests that need them will skip)"; fi; \
+	fi
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: $(VENV)/.installed-dev browser lint
+test: $(VENV)/.installed-dev system-deps lint
 	$(PY) -m pytest -ra
 
 bench: $(VENV)/.installed-dev
+	$(PIP) install -q -e ".[dev,bench]"
 	$(PY) bench/chat.py
+	$(PY) bench/ingest.py
