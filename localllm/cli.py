@@ -6,11 +6,14 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from localllm.config import Settings
 from localllm.errors import LocalLLMError
 from localllm.format import human_count, human_size
+
+if TYPE_CHECKING:
+    from localllm.index.ingest import IngestProgress
 from localllm.privacy import apply_privacy
 
 
@@ -95,6 +98,75 @@ def cmd_download(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from localllm.services import Services
+
+    services = Services(settings)
+    try:
+        last_name: list[str] = []
+
+        def show(progress: IngestProgress) -> None:
+            if progress.stage == "parse" and last_name[-1:] != [progress.name]:
+                last_name.append(progress.name)
+                print(
+                    f"[{progress.file_index + 1}/{progress.file_count}] {progress.name}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+        report = services.ingestor().ingest(
+            [Path(p) for p in args.paths],
+            args.collection,
+            scrub_pii=True if args.scrub_pii else None,
+            progress=None if args.quiet else show,
+        )
+    finally:
+        services.close()
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        for r in report.results:
+            if r.status == "failed":
+                continue
+            detail = f"{r.pages} pages, {r.chunks} chunks" if r.status != "skipped" else r.error
+            print(f"{r.status:9} {r.name}  ({detail})")
+            for warning in r.warnings:
+                print(f"          warning: {warning}")
+    for r in report.failed:
+        print(f"failed: {r.error}", file=sys.stderr)
+    return 1 if report.failed else 0
+
+
+def cmd_docs(settings: Settings, args: argparse.Namespace) -> int:
+    from localllm.services import Services
+
+    services = Services(settings)
+    try:
+        store = services.store
+        if args.docs_command == "rm":
+            removed = store.delete_document(args.collection, args.name)
+            if args.json:
+                _print_json({"removed": [r.to_dict() for r in removed]})
+            else:
+                print(f"removed {args.name} from {args.collection}")
+            return 0
+        collection = args.collection if args.collection_given else None
+        if collection is not None:
+            store.collection(collection)  # a clear error for an unknown collection
+        docs = store.documents(collection)
+        if args.json:
+            _print_json({"documents": [d.to_dict() for d in docs]})
+        else:
+            for d in docs:
+                warn = f"  ({len(d.warnings)} warnings)" if d.warnings else ""
+                print(f"{d.collection}  {d.name}  {d.pages} pages, {d.chunks} chunks{warn}")
+        return 0
+    finally:
+        services.close()
+
+
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from localllm.ui.app import launch
 
@@ -133,6 +205,26 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--json", action="store_true", help="one JSON object on stdout")
     download.set_defaults(func=cmd_download)
 
+    ingest = sub.add_parser(
+        "ingest", help="index files and folders (recursively) for grounded chat"
+    )
+    ingest.add_argument("paths", nargs="+", metavar="PATH")
+    ingest.add_argument("--collection", default="default")
+    ingest.add_argument("--scrub-pii", action="store_true", help="redact PII in this collection")
+    ingest.add_argument("--quiet", action="store_true", help="no per-file progress on stderr")
+    ingest.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    ingest.set_defaults(func=cmd_ingest)
+
+    docs = sub.add_parser("docs", help="list indexed documents; `docs rm NAME` deletes one")
+    docs.add_argument("--collection", default=None)
+    docs.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    docs_sub = docs.add_subparsers(dest="docs_command")
+    docs_rm = docs_sub.add_parser("rm", help="delete a document from a collection")
+    docs_rm.add_argument("name")
+    docs_rm.add_argument("--collection", dest="rm_collection", default=None)
+    docs_rm.add_argument("--json", action="store_true", dest="rm_json")
+    docs.set_defaults(func=cmd_docs)
+
     serve = sub.add_parser("serve", help="start the app (web UI)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
@@ -142,6 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "docs":
+        args.collection_given = args.collection is not None or bool(
+            getattr(args, "rm_collection", None)
+        )
+        args.collection = getattr(args, "rm_collection", None) or args.collection or "default"
+        args.json = args.json or getattr(args, "rm_json", False)
     try:
         settings = Settings()
     except ValueError as e:

@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     models_dir: Path = Path("models")
     docs_store: Path = Path("docs_store")
     runs_dir: Path = Path("runs")
+    cache_dir: Path = Field(
+        Path("cache"), description="Derived files rebuilt on demand (the accelerated embedder)."
+    )
 
     default_model: str = Field(
         BUNDLED_MODEL, description="File name in models_dir, or 'bundled' for the shipped model."

@@ -1,20 +1,68 @@
-"""The heavy objects of a running app, built once at start and handed to the UI and CLI."""
+"""The heavy objects of a running app, built lazily by one owner and handed to the UI and CLI."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import threading
+from typing import TYPE_CHECKING
 
 from localllm.config import Settings
 from localllm.llm.manager import ModelManager
 
+if TYPE_CHECKING:
+    from localllm.index.embed import Embedder
+    from localllm.index.ingest import Ingestor
+    from localllm.index.jobs import IngestJob
+    from localllm.index.store import DocumentStore
 
-@dataclass
+
 class Services:
-    settings: Settings
-    models: ModelManager = field(init=False)
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.models = ModelManager(settings)
+        self._lock = threading.Lock()
+        self._store: DocumentStore | None = None
+        self._embedder: Embedder | None = None
+        self.jobs: dict[str, IngestJob] = {}
 
-    def __post_init__(self) -> None:
-        self.models = ModelManager(self.settings)
+    @property
+    def store(self) -> DocumentStore:
+        """The document store, opened on first use (this process then holds its writer lock)."""
+        with self._lock:
+            if self._store is None:
+                from localllm.index.store import DocumentStore
+
+                self._store = DocumentStore(self.settings.docs_store)
+            return self._store
+
+    @property
+    def embedder(self) -> Embedder:
+        with self._lock:
+            if self._embedder is None:
+                from localllm.index.embed import Embedder
+
+                self._embedder = Embedder(
+                    self.settings.embedder_path,
+                    backend=self.settings.embed_backend,
+                    cache_dir=self.settings.cache_dir / "embedder",
+                )
+            return self._embedder
+
+    def ingestor(self) -> Ingestor:
+        from localllm.index.ingest import Ingestor
+
+        return Ingestor(
+            self.store,
+            self.embedder,
+            chunk_tokens=self.settings.chunk_tokens,
+            ocr=self.settings.ocr,
+        )
 
     def close(self) -> None:
         self.models.close()
+        with self._lock:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+            if self._embedder is not None:
+                self._embedder.close()
+                self._embedder = None

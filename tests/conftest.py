@@ -31,13 +31,20 @@ def require(condition: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache of derived files (the accelerated embedder) for the whole run: built once."""
+    return tmp_path_factory.mktemp("cache")
+
+
 @pytest.fixture(autouse=True)
-def _isolated_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def _isolated_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, shared_cache: Path) -> None:
     """No test reads the developer's localllm.toml or LOCALLLM_* variables."""
     for key in list(os.environ):
         if key.startswith("LOCALLLM_"):
             monkeypatch.delenv(key)
     monkeypatch.setenv("LOCALLLM_CONFIG", str(tmp_path / "absent.toml"))
+    monkeypatch.setenv("LOCALLLM_CACHE_DIR", str(shared_cache))
 
 
 @pytest.fixture
@@ -77,7 +84,10 @@ def free_port() -> int:
 
 
 def cli_env(**extra: str) -> dict[str, str]:
+    """The environment for a CLI or app subprocess: no LOCALLLM_* but the shared cache and `extra`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOCALLLM_")}
+    if "LOCALLLM_CACHE_DIR" in os.environ:
+        env["LOCALLLM_CACHE_DIR"] = os.environ["LOCALLLM_CACHE_DIR"]
     env.update(extra)
     return env
 
@@ -120,6 +130,7 @@ def running_app(
         LOCALLLM_RUNS_DIR=str(data / "runs"),
         LOCALLLM_CONFIG=str(data / "absent.toml"),
         LOCALLLM_MAX_TOKENS="48",
+        LOCALLLM_CACHE_DIR=str(shared_cache),
     )
     log = (data / "app.log").open("w")
     proc = subprocess.Popen(

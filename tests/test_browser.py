@@ -35,12 +35,21 @@ def page(running_app: RunningApp) -> Iterator[Any]:
         browser = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         pg = context.new_page()
-        pg.set_default_timeout(60_000)
+        pg.set_default_timeout(180_000)
         pg.requested = []  # type: ignore[attr-defined]
         pg.on("request", lambda r: pg.requested.append(r.url))  # type: ignore[attr-defined]
         yield pg
         context.close()
         browser.close()
+
+
+def wait_for_text(page: Any, element_id: str, text: str) -> None:
+    """Wait until an element with this id shows `text` (Gradio may keep hidden copies of a block)."""
+    page.wait_for_function(
+        "([id, text]) => [...document.querySelectorAll('#' + id)].some(e => e.innerText.includes(text))",
+        arg=[element_id, text],
+        polling=200,  # a timer: animation-frame polling can stall in a headless page
+    )
 
 
 def foreign_requests(urls: list[str]) -> list[str]:
@@ -64,12 +73,14 @@ def test_chat_in_the_browser_and_nothing_leaves_the_machine(
     bot.wait_for()
     page.wait_for_function(
         "() => { const b = [...document.querySelectorAll('#chatbot .message.bot')].pop();"
-        " return b && b.innerText.trim().length > 0; }"
+        " return b && b.innerText.trim().length > 0; }",
+        polling=200,
     )
     # The answer has finished streaming when the event's progress tracker is gone.
     page.wait_for_function(
         "() => !document.querySelector('#chatbot .status-tracker:not(.hide)')"
-        " && !document.querySelector('#chatbot .pending')"
+        " && !document.querySelector('#chatbot .pending')",
+        polling=200,
     )
     user = page.locator("#chatbot .message.user").last
     assert "capital of France" in user.inner_text()
@@ -79,11 +90,27 @@ def test_chat_in_the_browser_and_nothing_leaves_the_machine(
 
     page.get_by_role("tab", name="Models").click()
     catalog = page.locator("#catalog")
-    page.wait_for_function(
-        "() => (document.querySelector('#catalog')?.innerText || '').includes('SmolLM2-135M')"
-    )
+    wait_for_text(page, "catalog", "SmolLM2-135M")
     assert "Q4_1" in catalog.inner_text() and "llama" in catalog.inner_text()
     page.screenshot(path=str(ARTIFACTS / "models.png"), full_page=True)
 
     assert page.requested, "the page should have loaded something"
     assert foreign_requests(page.requested) == [], "the page asked a host other than the app's own"
+
+
+def test_documents_tab_indexes_a_dropped_file(
+    page: Any, running_app: RunningApp, tmp_path: Any
+) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    notes = tmp_path / "field notes.md"
+    notes.write_text("# Field notes\n\nThe heron nests by the north pond every spring.\n")
+    page.goto(running_app.url)
+    page.get_by_role("tab", name="Documents").click()
+    with page.expect_response(lambda r: "/upload" in r.url and r.ok):
+        page.locator("#upload-files input[type=file]").set_input_files(str(notes))
+    page.locator("#index").click()
+    wait_for_text(page, "ingest-status", "Done")
+    wait_for_text(page, "documents", "field notes.md")
+    assert "1 added" in page.locator("#ingest-status").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "documents.png"), full_page=True)
+    assert foreign_requests(page.requested) == []

@@ -9,6 +9,7 @@ import gradio as gr
 from localllm.config import Settings
 from localllm.services import Services
 from localllm.ui.chat import build_chat_tab
+from localllm.ui.documents import build_documents_tab
 from localllm.ui.models import build_models_tab
 
 # System fonts only: nothing is fetched from a font host, so an air-gapped browser renders at once.
@@ -24,6 +25,8 @@ def build_app(services: Services) -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):
                 chat = build_chat_tab(services)
+            with gr.Tab("Documents", id="documents"):
+                build_documents_tab(services, demo)
             with gr.Tab("Models", id="models"):
                 build_models_tab(services, chat, demo)
     return demo

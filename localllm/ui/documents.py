@@ -1,0 +1,167 @@
+"""Documents tab: drop files or a folder, watch them being indexed, list and delete documents."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from localllm.errors import LocalLLMError
+from localllm.index.jobs import IngestJob
+from localllm.index.store import DEFAULT_COLLECTION
+from localllm.index.uploads import keep_uploads
+from localllm.services import Services
+
+DOC_COLUMNS = ["Name", "Pages", "Chunks", "Collection", "Added", "Status", "Warnings"]
+RESULT_COLUMNS = ["File", "Status", "Pages", "Chunks", "Time (s)", "Warnings / error"]
+
+
+def _collections(services: Services) -> list[str]:
+    names = [c.name for c in services.store.collections()]
+    return names if DEFAULT_COLLECTION in names else [DEFAULT_COLLECTION, *names]
+
+
+def _doc_rows(services: Services, collection: str | None = None) -> list[list[Any]]:
+    rows = []
+    for d in services.store.documents(collection):
+        info = d.to_dict()
+        rows.append(
+            [
+                d.name,
+                d.pages,
+                d.chunks,
+                d.collection,
+                info["added"],
+                d.status,
+                "; ".join(d.warnings),
+            ]
+        )
+    return rows
+
+
+def _scrub_note(services: Services, collection: str) -> str:
+    info = services.store.catalog.collection(collection)
+    if info is not None and info.scrub_pii:
+        return "**PII redaction is ON** for this collection: e-mails, phone, IBAN, card and national id numbers are replaced before anything is stored."
+    return "PII redaction is off for this collection."
+
+
+def build_documents_tab(services: Services, demo: gr.Blocks) -> None:
+    job_id = gr.State("")
+    with gr.Row():
+        with gr.Column(scale=2):
+            files = gr.File(label="Drop files here", file_count="multiple", elem_id="upload-files")
+            folder = gr.File(
+                label="...or a folder", file_count="directory", elem_id="upload-folder"
+            )
+        with gr.Column(scale=1):
+            collection = gr.Dropdown(
+                label="Collection",
+                choices=[DEFAULT_COLLECTION],
+                value=DEFAULT_COLLECTION,
+                allow_custom_value=True,
+                elem_id="collection",
+            )
+            scrub = gr.Checkbox(label="Redact PII in this collection", value=False, elem_id="scrub")
+            scrub_note = gr.Markdown()
+            with gr.Row():
+                index = gr.Button("Index", variant="primary", elem_id="index")
+                cancel = gr.Button("Cancel", variant="stop", elem_id="cancel-index")
+    status = gr.Markdown(elem_id="ingest-status")
+    results = gr.Dataframe(
+        headers=RESULT_COLUMNS, interactive=False, wrap=True, elem_id="ingest-results"
+    )
+    gr.Markdown("### Indexed documents")
+    documents = gr.Dataframe(headers=DOC_COLUMNS, interactive=False, wrap=True, elem_id="documents")
+    with gr.Row():
+        to_delete = gr.Dropdown(label="Document", choices=[], scale=3)
+        delete = gr.Button("Delete document", variant="stop", scale=1)
+
+    def listing(selected: str) -> tuple[Any, ...]:
+        names = _collections(services)
+        docs = services.store.documents(selected)
+        return (
+            gr.update(choices=names),
+            _doc_rows(services),
+            gr.update(choices=[d.name for d in docs], value=None),
+            _scrub_note(services, selected),
+        )
+
+    def run(
+        uploaded: list[str] | None, uploaded_folder: list[str] | None, target: str, redact: bool
+    ) -> Iterator[tuple[Any, ...]]:
+        sources = [Path(p) for p in (uploaded or []) + (uploaded_folder or [])]
+        if not sources:
+            raise gr.Error("Drop some files or a folder first.")
+        target = (target or DEFAULT_COLLECTION).strip()
+        try:
+            kept = keep_uploads(services.store.folder / "uploads", sources)
+            job = IngestJob(services.ingestor(), kept, target, redact or None).start()
+        except LocalLLMError as e:
+            raise gr.Error(str(e)) from e
+        services.jobs[job.id] = job
+        try:
+            while not job.done:
+                p = job.progress
+                line = (
+                    f"Indexing file {p.file_index + 1} of {p.file_count}: **{p.name}** — {p.stage} "
+                    f"{p.fraction:.0%} · total {p.overall:.0%}"
+                    if p
+                    else "Starting…"
+                )
+                yield job.id, line, gr.skip(), *(gr.skip(),) * 4
+                time.sleep(0.25)
+        finally:
+            services.jobs.pop(job.id, None)
+        if job.error is not None:
+            raise gr.Error(f"Indexing stopped: {job.error}")
+        report = job.report
+        assert report is not None
+        rows = [
+            [
+                r.name,
+                r.status,
+                r.pages,
+                r.chunks,
+                round(r.seconds, 1),
+                r.error or "; ".join(r.warnings),
+            ]
+            for r in report.results
+        ]
+        counts = report.to_dict()["counts"]
+        summary = ", ".join(f"{n} {status}" for status, n in counts.items())  # type: ignore[union-attr]
+        verdict = "Cancelled" if job.cancelled else "Done"
+        yield "", f"{verdict}: {summary}.", rows, *listing(target)
+
+    def stop(current: str) -> str:
+        job = services.jobs.get(current)
+        if job is None:
+            return "Nothing is being indexed."
+        job.cancel()
+        return "Cancelling after the current step…"
+
+    def remove(target: str, name: str | None) -> tuple[Any, ...]:
+        if not name:
+            raise gr.Error("Pick a document to delete.")
+        try:
+            services.store.delete_document(target, name)
+        except LocalLLMError as e:
+            raise gr.Error(str(e)) from e
+        return f"Deleted **{name}** from {target}.", *listing(target)
+
+    outputs = [collection, documents, to_delete, scrub_note]
+    index.click(
+        run,
+        [files, folder, collection, scrub],
+        [job_id, status, results, *outputs],
+        api_name="ingest",
+        concurrency_limit=1,
+        concurrency_id="ingest",
+    )
+    cancel.click(stop, job_id, status, api_name="cancel_ingest")
+    delete.click(remove, [collection, to_delete], [status, *outputs], api_name="delete_document")
+    collection.change(listing, collection, outputs, api_name=False)
+    demo.load(listing, collection, outputs, api_name=False)
