@@ -90,10 +90,21 @@ def ours(files: list[Path], work: Path) -> list[dict[str, Any]]:
 def naive(files: list[Path], work: Path, page_limit: int) -> list[dict[str, Any]]:
     import chromadb
     import pypdf
-    from localllm.index.embed import bundled_embedder_path
+    from pdfminer.high_level import extract_pages
+    from pdfminer.layout import LTTextContainer
     from sentence_transformers import SentenceTransformer
     from unstructured.chunking.title import chunk_by_title
-    from unstructured.partition.pdf import partition_pdf
+    from unstructured.documents.elements import ElementMetadata, NarrativeText
+
+    from localllm.index.embed import bundled_embedder_path
+
+    def partition_pdf(filename: str) -> list[NarrativeText]:
+        return [
+            NarrativeText(text=box.get_text(), metadata=ElementMetadata(page_number=number))
+            for number, layout in enumerate(extract_pages(filename), start=1)
+            for box in layout
+            if isinstance(box, LTTextContainer) and box.get_text().strip()
+        ]
 
     model = SentenceTransformer(str(bundled_embedder_path()))
     client = chromadb.PersistentClient(
