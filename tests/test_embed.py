@@ -98,6 +98,10 @@ def test_cache_is_reused(offline_build: tuple[Path, dict[str, object]]) -> None:
     cache = offline_build[0]
     (artifact,) = cache.glob("*.onnx")
     before = artifact.stat().st_mtime_ns
+    stale = cache / ".build-interrupted"  # what a killed build leaves behind
+    stale.mkdir()
+    (stale / "model.onnx").write_bytes(b"partial")
+    os.utime(stale, (0, 0))
     again = Embedder(cache_dir=cache)
     assert again.embed_query("reuse the cached file").shape == (384,)
     assert again.backend_name == "onnx-int8"
@@ -248,6 +252,9 @@ def test_a_broken_model_fails_on_first_use_with_a_clear_error(tmp_path: Path) ->
     model = Embedder(model_dir, cache_dir=tmp_path / "cache")
     with pytest.raises(EmbedderError, match="could not load the embedding model"):
         model.embed_query("anything")
+    assert "onnx-int8" in (model.fallback_reason or "")
+    # The failed builds are remembered, so the next start goes straight to the error.
+    assert len(list((tmp_path / "cache").glob("*.rejected"))) == 2
 
 
 def test_unknown_backend_and_missing_cache_folder(tmp_path: Path) -> None:

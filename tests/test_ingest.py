@@ -13,9 +13,9 @@ import pytest
 from localllm.config import Settings
 from localllm.index.jobs import IngestJob
 from localllm.services import Services
-from tests.conftest import cli_env, require, run_cli
+from tests.conftest import cli_env, run_cli
+from tests.corpus import CORPUS, corpus_file, write_encrypted_pdf
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 FAQ = CORPUS / "debian-faq.en.pdf"
 
 # Sentences the Debian FAQ's own authors answer on these (1-based) pages (../shared/eval/dev_qa.jsonl).
@@ -24,12 +24,6 @@ KNOWN = [
     ("Conffiles is a list of configuration files (usually placed in /etc)", 37),
     ("There are three ways of holding back packages, with dpkg, apt or aptitude.", 40),
 ]
-
-
-def corpus_file(name: str) -> Path:
-    path = CORPUS / name
-    require(path.exists(), f"the shared corpus is missing {path}")
-    return path
 
 
 def squash(text: str) -> str:
@@ -89,15 +83,11 @@ def test_reingest_is_a_noop_and_a_changed_file_replaces(
 
 
 def test_bad_files_fail_one_by_one_and_the_good_one_is_indexed(tmp_path: Path) -> None:
-    import pypdf
-
     batch = tmp_path / "batch"
     batch.mkdir()
     good = batch / "good \u2013 \u201cquoted\u201d \u00e9 $x.pdf"
     shutil.copy(corpus_file("debian-faq.en.pdf"), good)
-    writer = pypdf.PdfWriter(clone_from=str(corpus_file("debian-faq.en.pdf")))
-    writer.encrypt("secret")
-    writer.write(batch / "encrypted.pdf")
+    write_encrypted_pdf(batch / "encrypted.pdf", "Top secret minutes.", "secret")
     (batch / "truncated.pdf").write_bytes(corpus_file("R-intro.pdf").read_bytes()[:30000])
     (batch / "empty.pdf").write_bytes(b"")
     (batch / "program.pdf").write_bytes(Path("/bin/ls").read_bytes())

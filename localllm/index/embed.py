@@ -192,18 +192,22 @@ class Embedder:
         return TorchEncoder(self.model_path, threads=self.threads or 1), "torch"
 
     def _open_onnx(self, variant: str) -> _Encoder:
-        from localllm.index.onnx_backend import OnnxEncoder, ensure_artifact
+        from localllm.index.onnx_backend import ExportError, OnnxEncoder, ensure_artifact
 
         if self.cache_dir is None:
             raise EmbedderError(f"the {variant} embedder needs a cache folder for its ONNX file")
         threads = self.threads or default_threads()
-        path = ensure_artifact(self.model_path, self.cache_dir, variant, threads=threads)
-        encoder = OnnxEncoder(path, threads=threads)
         # int8 activations are scaled per call, so a text batched with others comes out a little
         # different (cosine 0.988 for short ones) than alone. One text per call keeps every vector
         # independent of its neighbours, for about 10% of speed on ~200-token chunks.
-        encoder.call_tokens = 0 if variant == "onnx-int8" else TOKEN_BUDGET
-        return encoder
+        call_tokens = 0 if variant == "onnx-int8" else TOKEN_BUDGET
+        path = ensure_artifact(self.model_path, self.cache_dir, variant, threads=threads)
+        try:
+            return OnnxEncoder(path, threads=threads, call_tokens=call_tokens)
+        except ExportError:
+            path.unlink(missing_ok=True)  # a damaged cached file: build it again, once
+            path = ensure_artifact(self.model_path, self.cache_dir, variant, threads=threads)
+            return OnnxEncoder(path, threads=threads, call_tokens=call_tokens)
 
     @property
     def dimension(self) -> int:

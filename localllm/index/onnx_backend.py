@@ -77,12 +77,12 @@ def ensure_artifact(model_path: Path, cache_dir: Path, variant: str, *, threads:
         raise ExportError(f"unknown ONNX variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     target = artifact_path(model_path, cache_dir, variant)
     rejected = target.with_suffix(".rejected")
+    _remove_stale_builds(cache_dir)
     if target.is_file():
         return target
     if rejected.is_file():
         raise ExportError(rejected.read_text(encoding="utf-8").strip())
     cache_dir.mkdir(parents=True, exist_ok=True)
-    _remove_stale_builds(cache_dir)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=".build-", dir=cache_dir) as tmp:
         try:
@@ -250,8 +250,8 @@ class _DropPreprocessHint(logging.Filter):
 
 
 def _quantize(src: Path, dst: Path) -> Path:
-    """Dynamic int8: weights per output channel (per-tensor loses too much: mean cosine 0.94),
-    activations per batch at run time."""
+    """Dynamic int8: weights per output channel (per tensor loses too much: mean cosine 0.94),
+    activations scaled per call at run time."""
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -285,7 +285,7 @@ def _add_metadata(path: Path, values: dict[str, str]) -> None:
 class OnnxEncoder:
     """Tokenize, run, normalize: the whole embedder in ONNX Runtime, from one cached file."""
 
-    def __init__(self, path: Path, *, threads: int) -> None:
+    def __init__(self, path: Path, *, threads: int, call_tokens: int = 0) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -306,13 +306,12 @@ class OnnxEncoder:
             raise ExportError(f"ONNX Runtime could not load {path.name}: {e}") from e
         self.max_seq_length = int(self.meta["max_seq_length"])
         self.dimension = int(self.meta["dimension"])
-        self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(self.max_seq_length)
         self.tokenizer.enable_padding(
             pad_id=int(self.meta["pad_id"]), pad_token=self.meta["pad_token"]
         )
         self.inputs = [i.name for i in self.session.get_inputs()]
-        self.call_tokens = 0
+        self.call_tokens = call_tokens  # padded tokens per call, for Embedder; 0: one text
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         encodings = self.tokenizer.encode_batch(list(texts))
