@@ -91,7 +91,11 @@ def build_documents_tab(services: Services, demo: gr.Blocks) -> None:
         )
 
     def run(
-        uploaded: list[str] | None, uploaded_folder: list[str] | None, target: str, redact: bool
+        uploaded: list[str] | None,
+        uploaded_folder: list[str] | None,
+        target: str,
+        redact: bool,
+        bar: gr.Progress = gr.Progress(),
     ) -> Iterator[tuple[Any, ...]]:
         sources = [Path(p) for p in (uploaded or []) + (uploaded_folder or [])]
         if not sources:
@@ -112,6 +116,7 @@ def build_documents_tab(services: Services, demo: gr.Blocks) -> None:
                     if p
                     else "Starting…"
                 )
+                bar(p.overall if p else 0.0, desc="Indexing")
                 yield job.id, line, gr.skip(), *(gr.skip(),) * 4
                 time.sleep(0.25)
         finally:
