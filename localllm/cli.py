@@ -145,6 +145,13 @@ def cmd_docs(settings: Settings, args: argparse.Namespace) -> int:
     services = Services(settings)
     try:
         store = services.store
+        if args.docs_command == "rm-collection":
+            store.delete_collection(args.name)
+            if args.json:
+                _print_json({"removed_collection": args.name})
+            else:
+                print(f"removed collection {args.name} and its documents")
+            return 0
         if args.docs_command == "rm":
             removed = store.delete_document(args.collection, args.name)
             if args.json:
@@ -223,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     docs_rm.add_argument("name")
     docs_rm.add_argument("--collection", dest="rm_collection", default=None)
     docs_rm.add_argument("--json", action="store_true", dest="rm_json")
+    docs_drop = docs_sub.add_parser("rm-collection", help="delete a collection and its documents")
+    docs_drop.add_argument("name")
+    docs_drop.add_argument("--json", action="store_true", dest="rm_json")
     docs.set_defaults(func=cmd_docs)
 
     serve = sub.add_parser("serve", help="start the app (web UI)")

@@ -131,6 +131,15 @@ def test_bad_files_fail_one_by_one_and_the_good_one_is_indexed(tmp_path: Path) -
     assert removed.returncode == 0, removed.stderr
     assert json.loads(run_cli("docs", "--json", env=env).stdout)["documents"] == []
 
+    notes = tmp_path / "notes.md"
+    notes.write_text("# Notes\n\nKeep the lighthouse lamp trimmed.\n")
+    assert run_cli("ingest", str(notes), "--collection", "Team notes", env=env).returncode == 0
+    assert run_cli("docs", "--collection", "Team notes", env=env).stdout.count("notes.md") == 1
+    dropped = run_cli("docs", "rm-collection", "Team notes", env=env)
+    assert dropped.returncode == 0, dropped.stderr
+    gone = run_cli("docs", "--collection", "Team notes", env=env)
+    assert gone.returncode == 1 and "no collection named 'Team notes'" in gone.stderr
+
 
 def test_cancel_leaves_no_half_document(tmp_path: Path) -> None:
     services = Services(

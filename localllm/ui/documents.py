@@ -79,6 +79,7 @@ def build_documents_tab(services: Services, demo: gr.Blocks) -> None:
     with gr.Row():
         to_delete = gr.Dropdown(label="Document", choices=[], scale=3)
         delete = gr.Button("Delete document", variant="stop", scale=1)
+        drop = gr.Button("Delete collection", variant="stop", scale=1)
 
     def listing(selected: str) -> tuple[Any, ...]:
         names = _collections(services)
@@ -157,6 +158,13 @@ def build_documents_tab(services: Services, demo: gr.Blocks) -> None:
             raise gr.Error(str(e)) from e
         return f"Deleted **{name}** from {target}.", *listing(target)
 
+    def remove_collection(target: str) -> tuple[Any, ...]:
+        try:
+            services.store.delete_collection(target)
+        except LocalLLMError as e:
+            raise gr.Error(str(e)) from e
+        return f"Deleted collection **{target}** and its documents.", *listing(DEFAULT_COLLECTION)
+
     outputs = [collection, documents, to_delete, scrub_note]
     index.click(
         run,
@@ -168,5 +176,6 @@ def build_documents_tab(services: Services, demo: gr.Blocks) -> None:
     )
     cancel.click(stop, job_id, status, api_name="cancel_ingest")
     delete.click(remove, [collection, to_delete], [status, *outputs], api_name="delete_document")
+    drop.click(remove_collection, [collection], [status, *outputs], api_name="delete_collection")
     collection.change(listing, collection, outputs, api_name=False)
     demo.load(listing, collection, outputs, api_name=False)
