@@ -140,6 +140,7 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_docs(settings: Settings, args: argparse.Namespace) -> int:
+    from localllm.index.store import DEFAULT_COLLECTION
     from localllm.services import Services
 
     services = Services(settings)
@@ -153,13 +154,14 @@ def cmd_docs(settings: Settings, args: argparse.Namespace) -> int:
                 print(f"removed collection {args.name} and its documents")
             return 0
         if args.docs_command == "rm":
-            removed = store.delete_document(args.collection, args.name)
+            collection = args.collection or DEFAULT_COLLECTION
+            removed = store.delete_document(collection, args.name)
             if args.json:
                 _print_json({"removed": [r.to_dict() for r in removed]})
             else:
-                print(f"removed {args.name} from {args.collection}")
+                print(f"removed {args.name} from {collection}")
             return 0
-        collection = args.collection if args.collection_given else None
+        collection = args.collection  # None: every collection
         if collection is not None:
             store.collection(collection)  # a clear error for an unknown collection
         docs = store.documents(collection)
@@ -225,14 +227,19 @@ def build_parser() -> argparse.ArgumentParser:
     docs = sub.add_parser("docs", help="list indexed documents; `docs rm NAME` deletes one")
     docs.add_argument("--collection", default=None)
     docs.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    # The same options after a subcommand; SUPPRESS keeps a subcommand from resetting them.
+    docs_options = argparse.ArgumentParser(add_help=False)
+    docs_options.add_argument("--collection", default=argparse.SUPPRESS)
+    docs_options.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
     docs_sub = docs.add_subparsers(dest="docs_command")
-    docs_rm = docs_sub.add_parser("rm", help="delete a document from a collection")
+    docs_rm = docs_sub.add_parser(
+        "rm", parents=[docs_options], help="delete a document from a collection"
+    )
     docs_rm.add_argument("name")
-    docs_rm.add_argument("--collection", dest="rm_collection", default=None)
-    docs_rm.add_argument("--json", action="store_true", dest="rm_json")
-    docs_drop = docs_sub.add_parser("rm-collection", help="delete a collection and its documents")
+    docs_drop = docs_sub.add_parser(
+        "rm-collection", parents=[docs_options], help="delete a collection and its documents"
+    )
     docs_drop.add_argument("name")
-    docs_drop.add_argument("--json", action="store_true", dest="rm_json")
     docs.set_defaults(func=cmd_docs)
 
     serve = sub.add_parser("serve", help="start the app (web UI)")
@@ -244,12 +251,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "docs":
-        args.collection_given = args.collection is not None or bool(
-            getattr(args, "rm_collection", None)
-        )
-        args.collection = getattr(args, "rm_collection", None) or args.collection or "default"
-        args.json = args.json or getattr(args, "rm_json", False)
     try:
         settings = Settings()
     except ValueError as e:

@@ -51,7 +51,6 @@ class Settings(BaseSettings):
     ocr: bool = Field(
         True, description="OCR pages without a text layer, when tesseract is installed."
     )
-    max_upload_mb: int = Field(1024, ge=1)
 
     allow_downloads: bool = Field(
         False, description="Opt in to Hugging Face Hub downloads; off means no network calls."
