@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from localllm.cli_rag import add_commands
 from localllm.config import Settings
 from localllm.errors import LocalLLMError
 from localllm.format import human_count, human_size
@@ -241,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     docs_drop.add_argument("name")
     docs.set_defaults(func=cmd_docs)
+
+    add_commands(sub)
 
     serve = sub.add_parser("serve", help="start the app (web UI)")
     serve.add_argument("--host")

@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     temperature: float = Field(0.7, ge=0.0, le=2.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     max_tokens: int = Field(512, ge=1)
+    repeat_penalty: float = Field(1.1, ge=1.0, le=2.0, description="1.0 turns it off.")
     system_prompt: str = "You are a helpful, concise assistant."
 
     embedder_path: Path | None = Field(
@@ -50,6 +51,25 @@ class Settings(BaseSettings):
     chunk_tokens: int = Field(200, ge=32, le=512, description="Chunk size in embedder tokens.")
     ocr: bool = Field(
         True, description="OCR pages without a text layer, when tesseract is installed."
+    )
+
+    search_k: int = Field(10, ge=1, le=100, description="Chunks a search returns.")
+    rag_sources: int = Field(
+        5,
+        ge=1,
+        le=20,
+        description="Sources given to the model with a question (fewer if they don't fit).",
+    )
+    rag_min_similarity: float = Field(
+        0.35,
+        ge=0.0,
+        le=1.0,
+        description="Below this cosine similarity of the nearest chunk, grounded mode declines "
+        "without asking the model.",
+    )
+    rerank: str = Field("off", description="off | llm (the chat model judges the top chunks).")
+    conversations_path: Path = Field(
+        Path("data/conversations.sqlite3"), description="Saved chats and answer feedback."
     )
 
     allow_downloads: bool = Field(

@@ -12,7 +12,9 @@ if TYPE_CHECKING:
     from localllm.index.embed import Embedder
     from localllm.index.ingest import Ingestor
     from localllm.index.jobs import IngestJob
+    from localllm.index.retrieve import Retriever
     from localllm.index.store import DocumentStore
+    from localllm.rag.answer import GroundedChat
 
 
 class Services:
@@ -55,6 +57,25 @@ class Services:
             self.embedder,
             chunk_tokens=self.settings.chunk_tokens,
             ocr=self.settings.ocr,
+        )
+
+    def retriever(self) -> Retriever:
+        from localllm.index.retrieve import Retriever
+
+        reranker = None
+        if self.settings.rerank == "llm":
+            from localllm.index.rerank import ModelJudgeReranker
+
+            reranker = ModelJudgeReranker(self.models.get(self.settings.default_model))
+        return Retriever(self.store, self.embedder, reranker)
+
+    def grounded(self) -> GroundedChat:
+        from localllm.rag.answer import GroundedChat
+
+        return GroundedChat(
+            self.retriever(),
+            sources=self.settings.rag_sources,
+            min_similarity=self.settings.rag_min_similarity,
         )
 
     def close(self) -> None:

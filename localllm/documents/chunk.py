@@ -109,3 +109,10 @@ def chunk_document(
         builder.add(text, tokens, element)
     builder.flush()
     return builder.chunks
+
+
+def search_text(text: str, section: str | None) -> str:
+    """What the embedder and BM25 see: the section title gives a chunk context its text may lack."""
+    if section and not text.startswith(section):
+        return f"{section}\n{text}"
+    return text

@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from localllm.documents.chunk import chunk_document
-from localllm.documents.model import Chunk, DocumentError, ParsedDocument
+from localllm.documents.chunk import chunk_document, search_text
+from localllm.documents.model import DocumentError, ParsedDocument
 from localllm.documents.parse import SUPPORTED_EXTENSIONS, ParseCancelled, parse_file
 from localllm.documents.scrub import scrub
 from localllm.index.embed import Embedder, EmbeddingCancelled
@@ -91,13 +91,6 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def embedding_text(chunk: Chunk) -> str:
-    """What the embedder sees: the section title gives a chunk the context its text may lack."""
-    if chunk.section and not chunk.text.startswith(chunk.section):
-        return f"{chunk.section}\n{chunk.text}"
-    return chunk.text
 
 
 def _scrubbed(doc: ParsedDocument) -> ParsedDocument:
@@ -220,7 +213,7 @@ class Ingestor:
         report_stage("embed", 0.5)
         try:
             vectors = self.embedder.embed(
-                [embedding_text(c) for c in chunks],
+                [search_text(c.text, c.section) for c in chunks],
                 on_progress=lambda done, total: report_stage(
                     "embed", 0.5 + 0.45 * done / max(1, total)
                 ),

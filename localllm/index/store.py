@@ -22,9 +22,11 @@ from typing import Any, TypeVar
 import numpy as np
 
 from localllm.config import ensure_dir
+from localllm.documents.chunk import search_text
 from localllm.documents.model import Chunk, ParsedDocument
 from localllm.errors import LocalLLMError
 from localllm.index.catalog import Catalog, CollectionInfo, DocumentRecord
+from localllm.index.lexical import LexicalHit, LexicalIndex
 
 DEFAULT_COLLECTION = "default"
 T = TypeVar("T")
@@ -119,6 +121,7 @@ class DocumentStore:
         self._mutex = threading.RLock()
         self.folder = ensure_dir(folder)
         self._lock = _WriterLock(self.folder / ".writer.lock")
+        self._lexical_indexes: dict[str, LexicalIndex] = {}
         try:
             self.catalog = Catalog(self.folder / "catalog.sqlite3")
             self._client = chromadb.PersistentClient(
@@ -138,6 +141,12 @@ class DocumentStore:
             configuration={"hnsw": {"space": "cosine"}},
             metadata={"localllm_name": info.name},
         )
+
+    def _lexical(self, info: CollectionInfo) -> LexicalIndex:
+        if info.chroma_name not in self._lexical_indexes:
+            folder = self.folder / "bm25" / info.chroma_name
+            self._lexical_indexes[info.chroma_name] = LexicalIndex(folder)
+        return self._lexical_indexes[info.chroma_name]
 
     @_locked
     def collections(self) -> list[CollectionInfo]:
@@ -175,6 +184,7 @@ class DocumentStore:
                 self.catalog.set_status(name, record.doc_id, "deleting")
         with contextlib.suppress(Exception):  # already gone
             self._client.delete_collection(info.chroma_name)
+        self._lexical(info).destroy()
         self.catalog.remove_collection(name)
 
     # documents
@@ -231,6 +241,9 @@ class DocumentStore:
                     documents=[c.text for c in batch],
                     metadatas=[_metadata(c, doc.name) for c in batch],
                 )
+            self._lexical(info).add_document(
+                doc.sha256, [c.id for c in chunks], [search_text(c.text, c.section) for c in chunks]
+            )
         except BaseException:
             self._drop(info, doc.sha256)
             raise
@@ -259,6 +272,7 @@ class DocumentStore:
 
     def _drop(self, info: CollectionInfo, doc_id: str) -> None:
         self._chroma(info).delete(where={"doc_id": doc_id})
+        self._lexical(info).remove_document(doc_id)
         self.catalog.remove(info.name, doc_id)
 
     @_locked
@@ -288,15 +302,42 @@ class DocumentStore:
         return sorted(found, key=lambda c: c.id)
 
     @_locked
-    def query(self, collection: str, embedding: np.ndarray, k: int = 10) -> list[StoredChunk]:
+    def chunks(self, collection: str, ids: Sequence[str]) -> list[StoredChunk]:
+        """The chunks with these ids, in the order given (unknown ids are left out)."""
+        if not ids:
+            return []
+        got = self._chroma(self.collection(collection)).get(
+            ids=list(ids), include=["documents", "metadatas"]
+        )
+        found = {
+            i: _stored(i, t, m, None)
+            for i, t, m in zip(got["ids"], got["documents"], got["metadatas"], strict=True)
+        }
+        return [found[i] for i in ids if i in found]
+
+    @_locked
+    def query(
+        self,
+        collection: str,
+        embedding: np.ndarray,
+        k: int = 10,
+        *,
+        doc_ids: Sequence[str] | None = None,
+    ) -> list[StoredChunk]:
         """Nearest chunks by cosine distance, from documents that are fully indexed."""
         target = self._chroma(self.collection(collection))
         ready = {d.doc_id for d in self.catalog.documents(collection)}
+        if doc_ids is not None:
+            ready &= set(doc_ids)
         if not ready:
             return []
+        where = None
+        if doc_ids is not None:
+            where = {"doc_id": {"$in": sorted(ready)}}
         got = target.query(
             query_embeddings=[embedding],
             n_results=min(k, int(target.count())),
+            where=where,
             include=["documents", "metadatas", "distances"],
         )
         hits = [
@@ -310,6 +351,28 @@ class DocumentStore:
             )
         ]
         return [h for h in hits if h.doc_id in ready]
+
+    @_locked
+    def lexical_query(
+        self, collection: str, text: str, k: int = 10, *, doc_ids: Sequence[str] | None = None
+    ) -> list[LexicalHit]:
+        """Best chunks by BM25 over the collection's ready documents."""
+        index = self.sync_lexical(collection)
+        return index.search(text, k, doc_ids)
+
+    @_locked
+    def sync_lexical(self, collection: str) -> LexicalIndex:
+        """Bring the collection's BM25 index up to date now (else the next search does it)."""
+        info = self.collection(collection)
+        ready = [d.doc_id for d in self.catalog.documents(collection)]
+        index = self._lexical(info)
+
+        def backfill(doc_id: str) -> tuple[list[str], list[str]]:
+            stored = self.chunks_of(collection, doc_id)
+            return [c.id for c in stored], [search_text(c.text, c.section) for c in stored]
+
+        index.sync(ready, backfill)
+        return index
 
     @_locked
     def close(self) -> None:

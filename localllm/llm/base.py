@@ -17,6 +17,7 @@ class GenerationParams:
     temperature: float = 0.7
     top_p: float = 0.95
     max_tokens: int = 512
+    repeat_penalty: float = 1.1
     stop: tuple[str, ...] = field(default_factory=tuple)
     seed: int | None = None
 
@@ -32,5 +33,13 @@ class ChatModel(Protocol):
         ...
 
     def count_tokens(self, text: str) -> int: ...
+
+    def prompt_tokens(self, messages: Sequence[Message]) -> int:
+        """Tokens the whole templated conversation takes, ready for the answer."""
+        ...
+
+    def answer_budget(self, params: GenerationParams) -> int:
+        """Prompt tokens allowed, leaving room for the answer."""
+        ...
 
     def close(self) -> None: ...

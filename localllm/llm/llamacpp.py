@@ -159,6 +159,7 @@ class LlamaCppChatModel:
                 max_tokens=max_tokens,
                 temperature=params.temperature,
                 top_p=params.top_p,
+                repeat_penalty=params.repeat_penalty,
                 stop=[*stops, *params.stop],
                 seed=params.seed,
                 stopping_criteria=formatted.stopping_criteria,
@@ -178,6 +179,27 @@ class LlamaCppChatModel:
                     stream.close()  # type: ignore[union-attr]
                 stats.seconds_total = time.perf_counter() - started
                 self.last_stats = stats
+
+    def choice_logits(self, messages: Sequence[Message], options: Sequence[str]) -> list[float]:
+        """The model's next-token logit for the first token of each option, as its answer to
+        `messages` (one forward pass; the prompt's cached prefix is reused)."""
+        tokens, _ = self._render(messages)
+        firsts = [self.llama.tokenize(o.encode(), add_bos=False, special=False)[0] for o in options]
+        seen: list[float] = []
+
+        def capture(_ids: Any, scores: Any) -> Any:
+            if not seen:
+                seen.extend(float(scores[t]) for t in firsts)
+            return scores
+
+        with self._lock:
+            self.llama.create_completion(
+                prompt=tokens,
+                max_tokens=1,
+                temperature=0.0,
+                logits_processor=llama_cpp.LogitsProcessorList([capture]),
+            )
+        return seen
 
     def close(self) -> None:
         """Free the weights and the KV cache now, not whenever the garbage collector runs."""

@@ -94,6 +94,7 @@ def params_from_settings(settings: Settings, **overrides: object) -> GenerationP
         "temperature": settings.temperature,
         "top_p": settings.top_p,
         "max_tokens": settings.max_tokens,
+        "repeat_penalty": settings.repeat_penalty,
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     return GenerationParams(**values)  # type: ignore[arg-type]

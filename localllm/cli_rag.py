@@ -1,0 +1,154 @@
+"""`localllm search | ask | eval`: grounded chat from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from localllm.config import Settings
+from localllm.index.retrieve import MODES
+from localllm.index.store import DEFAULT_COLLECTION
+
+
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+
+
+def _pages(pages: list[int]) -> str:
+    if not pages:
+        return ""
+    if len(pages) == 1:
+        return f"p. {pages[0]}"
+    return f"pp. {pages[0]}-{pages[-1]}"
+
+
+def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
+    from localllm.services import Services
+
+    services = Services(settings)
+    try:
+        found = services.retriever().search(
+            args.query, args.collection, k=args.k, documents=args.doc or None, mode=args.mode
+        )
+        if args.json:
+            _print_json([h.to_dict() for h in found.hits])
+            return 0
+        for rank, hit in enumerate(found.hits, start=1):
+            where = ", ".join(x for x in (hit.file, _pages(hit.chunk.pages)) if x)
+            section = f"  [{hit.chunk.section}]" if hit.chunk.section else ""
+            print(f"{rank}. {where}{section}  score {hit.score:.3f}")
+            print("   " + " ".join(hit.chunk.text.split())[:300])
+        if not found.hits:
+            print("no matching passages")
+        return 0
+    finally:
+        services.close()
+
+
+def cmd_ask(settings: Settings, args: argparse.Namespace) -> int:
+    from localllm.llm.manager import params_from_settings
+    from localllm.services import Services
+
+    services = Services(settings)
+    try:
+        model = services.models.get(args.model)
+        params = params_from_settings(
+            settings, max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed
+        )
+        answer = services.grounded().prepare(
+            model, args.question, args.collection, params, documents=args.doc or None
+        )
+        for piece in answer.stream(model, params):
+            if not args.json:
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+        if args.json:
+            _print_json(answer.to_dict())
+            return 0
+        print()
+        if answer.sources:
+            print("\nSources:")
+        for s in answer.sources:
+            mark = "*" if s.cited else " "
+            where = ", ".join(x for x in (s.file, _pages(s.pages)) if x)
+            print(f"{mark}[{s.n}] {where}  {' '.join(s.text.split())[:120]}")
+        return 0
+    finally:
+        services.close()
+
+
+def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
+    from localllm.eval.metrics import load_qa
+    from localllm.eval.runs import evaluate_answers, evaluate_retrieval
+    from localllm.llm.manager import params_from_settings
+    from localllm.services import Services
+
+    items = load_qa(Path(args.qa_file))
+    services = Services(settings)
+
+    def show(done: int, total: int) -> None:
+        if not args.json:
+            print(f"\r{done}/{total}", end="", file=sys.stderr, flush=True)
+
+    try:
+        services.store.collection(args.collection)  # a clear error before any work
+        if args.what == "retrieval":
+            scores = evaluate_retrieval(
+                services.retriever(), items, args.collection, k=args.k, progress=show
+            )
+            result: dict[str, Any] = scores.to_dict()
+        else:
+            model = services.models.get(args.model)
+            params = params_from_settings(settings, temperature=0.0, seed=0)
+            answers, details = evaluate_answers(
+                services.grounded(), model, items, args.collection, params, progress=show
+            )
+            result = answers.to_dict()
+            if args.details:
+                result["details"] = details
+        if not args.json:
+            print(file=sys.stderr)
+        if args.json:
+            _print_json(result)
+        else:
+            for key, value in result.items():
+                if key != "details":
+                    print(f"{key}: {value}")
+        return 0
+    finally:
+        services.close()
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    search = sub.add_parser("search", help="find passages in indexed documents (hybrid search)")
+    search.add_argument("query")
+    search.add_argument("--collection", default=DEFAULT_COLLECTION)
+    search.add_argument("--k", type=int, default=10, help="passages to return")
+    search.add_argument("--doc", action="append", help="only this document (repeatable)")
+    search.add_argument("--mode", choices=MODES, default="hybrid")
+    search.add_argument("--json", action="store_true", help="a JSON list on stdout")
+    search.set_defaults(func=cmd_search)
+
+    ask = sub.add_parser("ask", help="a grounded answer from your documents, with sources")
+    ask.add_argument("question")
+    ask.add_argument("--collection", default=DEFAULT_COLLECTION)
+    ask.add_argument("--doc", action="append", help="only this document (repeatable)")
+    ask.add_argument("--model", help="a file name from `localllm models`, or 'bundled'")
+    ask.add_argument("--max-tokens", type=int)
+    ask.add_argument("--temperature", type=float)
+    ask.add_argument("--seed", type=int)
+    ask.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    ask.set_defaults(func=cmd_ask)
+
+    evaluate = sub.add_parser("eval", help="measure retrieval or answers on a question set")
+    evaluate.add_argument("what", choices=["retrieval", "answers"])
+    evaluate.add_argument("qa_file", metavar="QA.jsonl", help='lines {"question", "doc", "page"}')
+    evaluate.add_argument("--collection", default=DEFAULT_COLLECTION)
+    evaluate.add_argument("--k", type=int, default=10, help="retrieval depth")
+    evaluate.add_argument("--model", help="the model for `eval answers`")
+    evaluate.add_argument("--details", action="store_true", help="per-question results (answers)")
+    evaluate.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    evaluate.set_defaults(func=cmd_eval)

@@ -1,0 +1,1 @@
+"""Retrieval evaluation: eval-set loading and ranking metrics."""

@@ -1,0 +1,114 @@
+"""Eval runs over a live index: retrieval ranks, and grounded answers end to end."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+from localllm.eval.metrics import QAItem, RetrievalScores, percentile, score_retrieval
+from localllm.index.retrieve import Mode, Retriever
+from localllm.llm.base import ChatModel, GenerationParams
+from localllm.rag.answer import GroundedChat, is_decline
+
+Progress = Callable[[int, int], None]
+
+
+def _noop(_done: int, _total: int) -> None:
+    return None
+
+
+def evaluate_retrieval(
+    retriever: Retriever,
+    items: Sequence[QAItem],
+    collection: str,
+    *,
+    k: int = 10,
+    mode: Mode = "hybrid",
+    rerank: bool = True,
+    progress: Progress = _noop,
+) -> RetrievalScores:
+    """Rank metrics over the questions that have a gold page (the others are skipped)."""
+    answerable = [q for q in items if q.doc and q.page]
+    results, gold, latencies = [], [], []
+    for i, item in enumerate(answerable):
+        found = retriever.search(item.question, collection, k=k, mode=mode, rerank=rerank)
+        results.append([(h.chunk.name, h.chunk.pages) for h in found.hits])
+        gold.append((str(item.doc), int(item.page or 0)))
+        latencies.append(found.seconds)
+        progress(i + 1, len(answerable))
+    return score_retrieval(results, gold, latencies)
+
+
+@dataclass
+class AnswerScores:
+    answerable: int
+    unanswerable: int
+    source_has_page: float  # a source given to the model holds the gold page
+    cited_has_page: float  # a source the answer cites as [n] holds the gold page
+    answered: float  # answerable questions the model did not decline
+    declined_unanswerable: float  # questions with no answer in the corpus that were declined
+    p50_s: float
+    p95_s: float
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
+
+
+def _share(flags: Sequence[bool]) -> float:
+    return sum(flags) / len(flags) if flags else 0.0
+
+
+def evaluate_answers(
+    chat: GroundedChat,
+    model: ChatModel,
+    items: Sequence[QAItem],
+    collection: str,
+    params: GenerationParams,
+    *,
+    progress: Progress = _noop,
+) -> tuple[AnswerScores, list[dict[str, object]]]:
+    """Ask each question end to end; lines without a gold page are expected to be declined."""
+    has_page, cites_page, answered, declined, seconds = [], [], [], [], []
+    details: list[dict[str, object]] = []
+    for i, item in enumerate(items):
+        started = time.perf_counter()
+        answer = chat.prepare(model, item.question, collection, params)
+        for _ in answer.stream(model, params):
+            pass
+        seconds.append(time.perf_counter() - started)
+        refused = answer.declined or is_decline(answer.text)
+        if item.doc and item.page:
+
+            def holds(
+                pages: list[int], file: str, doc: str = item.doc, page: int = item.page
+            ) -> bool:
+                return file == doc and page in pages
+
+            has_page.append(any(holds(s.pages, s.file) for s in answer.sources))
+            cites_page.append(any(holds(s.pages, s.file) for s in answer.cited))
+            answered.append(not refused)
+        else:
+            declined.append(refused)
+        details.append(
+            {
+                "question": item.question,
+                "doc": item.doc,
+                "page": item.page,
+                "declined": refused,
+                "answer": answer.text,
+                "sources": [(s.file, s.pages, s.cited) for s in answer.sources],
+            }
+        )
+        progress(i + 1, len(items))
+    scores = AnswerScores(
+        answerable=len(has_page),
+        unanswerable=len(declined),
+        source_has_page=_share(has_page),
+        cited_has_page=_share(cites_page),
+        answered=_share(answered),
+        declined_unanswerable=_share(declined),
+        p50_s=percentile(seconds, 50) if seconds else 0.0,
+        p95_s=percentile(seconds, 95) if seconds else 0.0,
+    )
+    return scores, details

@@ -1,0 +1,1 @@
+"""Grounded answers: prompts fitted to the context window, citations, refusals."""

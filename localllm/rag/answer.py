@@ -1,0 +1,155 @@
+"""Grounded answers: retrieve, build the prompt, stream the model's answer, note what it cited."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from localllm.index.retrieve import Retriever, SearchHit, SearchResult
+from localllm.llm.base import ChatModel, GenerationParams, Message
+from localllm.rag.prompt import (
+    GROUNDED_RULES,
+    REFUSAL,
+    Source,
+    Turn,
+    build_messages,
+    cited_numbers,
+    standalone_query,
+)
+
+_DECLINES = re.compile(
+    r"\b(can ?not|can't|could ?n[o']t|unable to|does ?n[o']t|do not|don't) "
+    r"(find|locate|see|answer|contain|mention|say|provide)|not (in|mentioned in|found in) "
+    r"(the|your) (documents|sources)|no (information|mention)",
+    re.IGNORECASE,
+)
+
+
+def is_decline(answer: str) -> bool:
+    """Whether an answer says the documents don't hold the answer."""
+    return REFUSAL.lower() in answer.lower() or bool(_DECLINES.search(answer))
+
+
+def as_source(n: int, hit: SearchHit) -> Source:
+    c = hit.chunk
+    return Source(
+        n=n,
+        file=c.name,
+        pages=list(c.pages),
+        section=c.section,
+        text=c.text,
+        score=hit.score,
+        chunk_id=c.id,
+        doc_id=c.doc_id,
+        boxes=list(c.boxes),
+    )
+
+
+@dataclass
+class GroundedAnswer:
+    question: str
+    query: str
+    sources: list[Source]  # as numbered in the prompt
+    messages: list[Message]
+    declined: bool  # nothing in the documents came close: the model is not asked
+    search: SearchResult | None = None
+    dropped_turns: int = 0
+    text: str = ""
+    seconds_to_first_token: float | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def stream(self, model: ChatModel, params: GenerationParams) -> Iterator[str]:
+        """Yield the answer piece by piece; afterwards `text` and each source's `cited` are set."""
+        started = time.perf_counter()
+        if self.declined:
+            self.text = REFUSAL
+            self.seconds_to_first_token = 0.0
+            yield REFUSAL
+            return
+        pieces: list[str] = []
+        try:
+            for piece in model.stream_chat(self.messages, params):
+                if not pieces:
+                    self.seconds_to_first_token = time.perf_counter() - started
+                pieces.append(piece)
+                yield piece
+        finally:
+            self.text = "".join(pieces)
+            cited = set(cited_numbers(self.text, len(self.sources)))
+            for source in self.sources:
+                source.cited = source.n in cited
+
+    @property
+    def cited(self) -> list[Source]:
+        return [s for s in self.sources if s.cited]
+
+    @property
+    def turn(self) -> Turn:
+        """This exchange as history for the next question (sources kept for KV-cache reuse)."""
+        return Turn(self.question, self.text, self.sources)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "answer": self.text,
+            "sources": [s.to_dict() for s in self.sources],
+            "declined": self.declined or is_decline(self.text),
+            "query": self.query,
+        }
+
+
+class GroundedChat:
+    """Answers questions from one collection's documents."""
+
+    def __init__(
+        self,
+        retriever: Retriever,
+        *,
+        sources: int = 5,
+        min_similarity: float = 0.35,
+        rules: str = GROUNDED_RULES,
+    ) -> None:
+        self.retriever = retriever
+        self.sources = sources
+        self.min_similarity = min_similarity
+        self.rules = rules
+
+    def prepare(
+        self,
+        model: ChatModel,
+        question: str,
+        collection: str,
+        params: GenerationParams,
+        *,
+        history: Sequence[Turn] = (),
+        documents: Sequence[str] | None = None,
+    ) -> GroundedAnswer:
+        query = standalone_query(question, [t.question for t in history])
+        t = time.perf_counter()
+        found = self.retriever.search(query, collection, k=self.sources, documents=documents)
+        timings = {"search": time.perf_counter() - t}
+        sources = [as_source(n, hit) for n, hit in enumerate(found.hits, start=1)]
+        declined = not sources or (
+            found.top_similarity is not None and found.top_similarity < self.min_similarity
+        )
+        t = time.perf_counter()
+        messages, kept, dropped = build_messages(
+            question,
+            [] if declined else sources,
+            history,
+            model.prompt_tokens,
+            model.answer_budget(params),
+            self.rules,
+        )
+        timings["prompt"] = time.perf_counter() - t
+        return GroundedAnswer(
+            question=question,
+            query=query,
+            sources=kept,
+            messages=messages,
+            declined=declined,
+            search=found,
+            dropped_turns=dropped,
+            timings=timings,
+        )

@@ -1,0 +1,230 @@
+"""Saved conversations and answer ratings, on a real SQLite file."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from localllm.conversations import ConversationError, ConversationStore, title_from
+from localllm.errors import LocalLLMError
+
+SOURCE = {"file": "debian-faq.en.pdf", "page": 13, "text": "No new functionality…", "score": 0.5}
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "deep" / "folder" / "conversations.sqlite"
+
+
+@pytest.fixture
+def store(path: Path) -> Iterator[ConversationStore]:
+    with ConversationStore(path) as opened:
+        yield opened
+
+
+def exchange(store: ConversationStore, conversation: str, question: str, answer: str) -> int:
+    """A question and its answer; returns the answer's id."""
+    store.add_message(conversation, "user", question)
+    return store.add_message(conversation, "assistant", answer, [SOURCE])
+
+
+def test_a_conversation_keeps_its_messages_in_order(store: ConversationStore, path: Path) -> None:
+    assert path.is_file(), "the parent folders and the file are created"
+    conversation = store.create(collection="docs")
+    assert len(conversation) == 32 and int(conversation, 16) >= 0
+    answer = exchange(store, conversation, "What is Debian?", "An operating system.")
+    store.add_message(conversation, "user", "And Ubuntu?")
+
+    messages = store.messages(conversation)
+    assert [(m.role, m.content) for m in messages] == [
+        ("user", "What is Debian?"),
+        ("assistant", "An operating system."),
+        ("user", "And Ubuntu?"),
+    ]
+    assert messages[1].id == answer
+    assert messages[1].sources == [SOURCE] and messages[0].sources == []
+    assert [m.rating for m in messages] == [None, None, None]
+    assert messages[0].created <= messages[1].created <= messages[2].created
+
+    summary = store.get(conversation)
+    assert (summary.title, summary.collection, summary.messages) == ("What is Debian?", "docs", 3)
+    assert summary.created <= summary.updated == messages[2].created
+
+
+def test_the_first_user_message_names_an_untitled_conversation(store: ConversationStore) -> None:
+    untitled = store.create()
+    assert store.get(untitled).title == ""
+    store.add_message(untitled, "assistant", "Hello! Ask me about your documents.")
+    assert store.get(untitled).title == "", "an answer doesn't name it"
+    store.add_message(untitled, "user", "\n  How do I upgrade?  \nI run bullseye.")
+    store.add_message(untitled, "user", "Another question")
+    assert store.get(untitled).title == "How do I upgrade?"
+
+    titled = store.create("Upgrades")
+    store.add_message(titled, "user", "How do I upgrade?")
+    assert store.get(titled).title == "Upgrades"
+
+
+def test_a_long_first_line_is_cut_to_60_characters() -> None:
+    title = title_from("x" * 59 + " and then some more words")
+    assert len(title) == 60 and title.endswith("…")
+    assert title_from("y" * 60) == "y" * 60
+    assert title_from("   \n\n") == ""
+
+
+def test_the_most_recently_changed_comes_first(store: ConversationStore) -> None:
+    first, second, third = (store.create(name) for name in ("first", "second", "third"))
+    assert [c.id for c in store.conversations()] == [third, second, first]
+    store.add_message(first, "user", "back to the first one")
+    assert [c.id for c in store.conversations()] == [first, third, second]
+    assert [c.messages for c in store.conversations()] == [1, 0, 0]
+
+
+def test_rename_and_set_collection(store: ConversationStore) -> None:
+    conversation = store.create("old name", collection="a")
+    store.rename(conversation, "  new name ")
+    store.set_collection(conversation, None)
+    summary = store.get(conversation)
+    assert (summary.title, summary.collection) == ("new name", None)
+    store.set_collection(conversation, "b")
+    assert store.get(conversation).collection == "b"
+
+
+def test_everything_is_there_after_reopening(path: Path) -> None:
+    with ConversationStore(path) as store:
+        conversation = store.create(collection="docs")
+        answer = exchange(store, conversation, "What is Debian?", "An operating system.")
+        store.rate(answer, 1)
+        before = (store.conversations(), store.messages(conversation), store.feedback())
+
+    with ConversationStore(path) as reopened:
+        assert (reopened.conversations(), reopened.messages(conversation), reopened.feedback()) == (
+            before
+        )
+        assert before[2][0].message_id == answer
+
+
+def test_delete_takes_the_messages_and_their_ratings(store: ConversationStore, path: Path) -> None:
+    doomed, kept = store.create(), store.create()
+    store.rate(exchange(store, doomed, "Q1", "A1"), 1)
+    store.rate(exchange(store, kept, "Q2", "A2"), 1)
+    assert len(store.feedback()) == 2
+
+    store.delete(doomed)
+    assert [c.id for c in store.conversations()] == [kept]
+    assert [e.question for e in store.feedback()] == ["Q2"]
+    with pytest.raises(ConversationError, match="no conversation with id"):
+        store.messages(doomed)
+    with closing(sqlite3.connect(path)) as raw:
+        assert raw.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 2
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_feedback_pairs_each_rated_answer_with_the_question_before_it(
+    store: ConversationStore,
+) -> None:
+    one, two = store.create(), store.create()
+    liked = exchange(store, one, "What is apt?", "A package manager.")
+    disliked = exchange(store, two, "What is dpkg?", "A kind of cheese.")
+    cleared = exchange(store, one, "And aptitude?", "Another front end.")
+    # Two answers in a row (a regenerated one): the question is still the last user message.
+    retry = store.add_message(one, "assistant", "A text-mode front end to apt.", [SOURCE])
+    store.add_message(one, "user", "Thanks")
+    for message, rating in ((liked, 1), (disliked, -1), (cleared, 1), (retry, 1), (cleared, 0)):
+        store.rate(message, rating)
+
+    liked_examples = store.feedback()
+    assert [(e.conversation_id, e.message_id, e.question, e.answer) for e in liked_examples] == [
+        (one, liked, "What is apt?", "A package manager."),
+        (one, retry, "And aptitude?", "A text-mode front end to apt."),
+    ]
+    assert all(e.rating == 1 and e.sources == [SOURCE] and e.created > 0 for e in liked_examples)
+    assert [(e.question, e.rating) for e in store.feedback(-1)] == [("What is dpkg?", -1)]
+    assert [e.message_id for e in store.feedback(None)] == [liked, disliked, retry]
+    assert [m.rating for m in store.messages(one)] == [None, 1, None, None, 1, None]
+
+
+def test_only_answers_take_only_ratings(store: ConversationStore) -> None:
+    conversation = store.create()
+    question = store.add_message(conversation, "user", "Why?")
+    answer = store.add_message(conversation, "assistant", "Because.")
+    with pytest.raises(ConversationError, match="only answers can be rated"):
+        store.rate(question, 1)
+    for bad in (2, 5, -2):
+        with pytest.raises(ConversationError, match="a rating is 1"):
+            store.rate(answer, bad)
+    with pytest.raises(ConversationError, match="no message with id 999"):
+        store.rate(999, 1)
+    with pytest.raises(ConversationError, match="liked"):
+        store.feedback(0)
+    assert store.feedback(None) == []
+
+
+def test_unknown_ids_and_bad_roles(store: ConversationStore) -> None:
+    ghost = "0" * 32
+    calls = {
+        "get": lambda: store.get(ghost),
+        "messages": lambda: store.messages(ghost),
+        "add_message": lambda: store.add_message(ghost, "user", "hello"),
+        "rename": lambda: store.rename(ghost, "x"),
+        "set_collection": lambda: store.set_collection(ghost, "x"),
+        "delete": lambda: store.delete(ghost),
+    }
+    for name, call in calls.items():
+        with pytest.raises(ConversationError, match=f"no conversation with id '{ghost}'"):
+            call()
+            pytest.fail(f"{name} accepted an unknown id")
+    conversation = store.create()
+    for role in ("system", "tool", "User", ""):
+        with pytest.raises(ConversationError, match="role is 'user' or 'assistant'"):
+            store.add_message(conversation, role, "hi")
+    assert store.messages(conversation) == []
+    assert issubclass(ConversationError, LocalLLMError)
+
+
+def test_a_closed_store_says_so(path: Path) -> None:
+    store = ConversationStore(path)
+    store.close()
+    store.close()
+    with pytest.raises(ConversationError, match="has been closed"):
+        store.conversations()
+
+
+def test_a_file_that_is_not_a_database(tmp_path: Path) -> None:
+    garbage = tmp_path / "conversations.sqlite"
+    garbage.write_bytes(b"this is not SQLite at all\n" * 100)
+    with pytest.raises(ConversationError, match="can't be read as saved conversations"):
+        ConversationStore(garbage)
+
+
+def test_threads_share_one_store(store: ConversationStore) -> None:
+    conversations = [store.create(f"thread {n}") for n in range(4)]
+    errors: list[BaseException] = []
+
+    def talk(conversation: str) -> None:
+        try:
+            for n in range(50):
+                role = "user" if n % 2 == 0 else "assistant"
+                store.add_message(conversation, role, f"{conversation} {n}", [SOURCE])
+                store.conversations()
+        except BaseException as e:  # reported below, in the test's own thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=talk, args=(c,)) for c in conversations]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    for conversation in conversations:
+        messages = store.messages(conversation)
+        assert [m.content for m in messages] == [f"{conversation} {n}" for n in range(50)]
+        assert store.get(conversation).messages == 50
+    ids = [m.id for c in conversations for m in store.messages(c)]
+    assert len(set(ids)) == 200
