@@ -9,6 +9,7 @@ from localllm.config import Settings
 from localllm.llm.manager import ModelManager
 
 if TYPE_CHECKING:
+    from localllm.conversations import ConversationStore
     from localllm.index.embed import Embedder
     from localllm.index.ingest import Ingestor
     from localllm.index.jobs import IngestJob
@@ -24,6 +25,7 @@ class Services:
         self._lock = threading.Lock()
         self._store: DocumentStore | None = None
         self._embedder: Embedder | None = None
+        self._conversations: ConversationStore | None = None
         self.jobs: dict[str, IngestJob] = {}
 
     @property
@@ -48,6 +50,15 @@ class Services:
                     cache_dir=self.settings.cache_dir / "embedder",
                 )
             return self._embedder
+
+    @property
+    def conversations(self) -> ConversationStore:
+        with self._lock:
+            if self._conversations is None:
+                from localllm.conversations import ConversationStore
+
+                self._conversations = ConversationStore(self.settings.conversations_path)
+            return self._conversations
 
     def ingestor(self) -> Ingestor:
         from localllm.index.ingest import Ingestor
@@ -87,3 +98,6 @@ class Services:
             if self._embedder is not None:
                 self._embedder.close()
                 self._embedder = None
+            if self._conversations is not None:
+                self._conversations.close()
+                self._conversations = None

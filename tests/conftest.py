@@ -53,6 +53,7 @@ def settings(tmp_path: Path) -> Settings:
         models_dir=tmp_path / "models",
         docs_store=tmp_path / "docs_store",
         runs_dir=tmp_path / "runs",
+        conversations_path=tmp_path / "conversations.sqlite3",
         context_size=2048,
     )
 

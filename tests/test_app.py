@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from gradio_client import Client
+from gradio_client import Client, handle_file
 
 from tests.conftest import RunningApp
+from tests.corpus import corpus_file
 
 
 def _text(message: dict[str, Any]) -> str:
@@ -21,7 +22,7 @@ def test_chat_round_trip_streams(running_app: RunningApp) -> None:
     job = client.submit("What is the capital of France?", api_name="/chat")
     updates = list(job)
     assert len(updates) > 3, "the answer should stream in several updates"
-    conversation, textbox, _status = updates[-1]
+    conversation, textbox = updates[-1][0], updates[-1][1]
     assert textbox == ""
     assert [m["role"] for m in conversation] == ["user", "assistant"]
     assert _text(conversation[0]) == "What is the capital of France?"
@@ -55,3 +56,33 @@ def test_a_model_broken_on_disk_is_an_error_not_a_crash(running_app: RunningApp)
     # The app keeps serving.
     updates = list(client.submit("Say yes.", api_name="/chat"))
     assert _text(updates[-1][0][-1]).strip()
+
+
+def _ingest_faq(client: Client, collection: str) -> None:
+    faq = corpus_file("debian-faq.en.pdf")
+    status, *_ = client.predict([handle_file(str(faq))], [], collection, False, api_name="/ingest")
+    assert "1 added" in status or "unchanged" in status, status
+
+
+def test_grounded_answer_cites_the_page_over_the_api(running_app: RunningApp) -> None:
+    client = Client(running_app.url, verbose=False)
+    _ingest_faq(client, "faq-api")
+    chat, _box, sources, *_ = client.predict(
+        "Where is Google Earth?", collection_name="faq-api", temp=0.0, api_name="/chat"
+    )
+    labels = [label for label, _value in sources["choices"]]
+    assert labels, "a grounded answer lists its sources"
+    assert any("debian-faq.en.pdf · p. 28" in label for label in labels), labels
+    answer = _text(chat[-1])
+    assert "Sources:" in answer and "p. 28" in answer
+
+    # Outside the documents: declined, with no sources, in grounded mode.
+    chat, _box, sources, *_ = client.predict(
+        "What is the capital of Australia?", collection_name="faq-api", api_name="/chat"
+    )
+    assert "can't find that in your documents" in _text(chat[-1])
+    assert sources["choices"] == []
+
+    # The conversation was saved: both questions are in the saved list's newest entry.
+    saved = client.predict("Where is Google Earth?", collection_name="", api_name="/chat")[4]
+    assert saved["choices"], "the conversation list holds the saved chat"

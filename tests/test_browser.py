@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.conftest import ARTIFACTS, RunningApp, chromium_path, require
+from tests.corpus import corpus_file
 
 pytestmark = pytest.mark.browser
 
@@ -113,4 +114,38 @@ def test_documents_tab_indexes_a_dropped_file(
     wait_for_text(page, "documents", "field notes.md")
     assert "1 added" in page.locator("#ingest-status").inner_text()
     page.screenshot(path=str(ARTIFACTS / "documents.png"), full_page=True)
+    assert foreign_requests(page.requested) == []
+
+
+def test_grounded_chat_cites_and_shows_the_page(page: Any, running_app: RunningApp) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.goto(running_app.url)
+    page.get_by_role("tab", name="Documents").click()
+    collection = page.locator("#collection input")
+    collection.fill("faq-browser")
+    collection.press("Enter")
+    with page.expect_response(lambda r: "/upload" in r.url and r.ok):
+        page.locator("#upload-files input[type=file]").set_input_files(
+            str(corpus_file("debian-faq.en.pdf"))
+        )
+    page.locator("#index").click()
+    wait_for_text(page, "ingest-status", "Done")
+
+    page.get_by_role("tab", name="Chat").click()
+    picker = page.locator("#chat-collection input")
+    picker.click()
+    page.get_by_role("option", name="faq-browser").click()
+    box = page.locator("#message textarea")
+    box.fill("Where is Google Earth?")
+    box.press("Enter")
+    wait_for_text(page, "sources", "debian-faq.en.pdf · p. 28")
+    wait_for_text(page, "chatbot", "Sources:")
+    page.locator("#sources label", has_text="p. 28").first.click()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#source-page img')].some("
+        "i => i.complete && i.naturalWidth > 500)",
+        polling=200,
+    )
+    wait_for_text(page, "source-passage", "Google Earth")
+    page.screenshot(path=str(ARTIFACTS / "grounded-chat.png"), full_page=True)
     assert foreign_requests(page.requested) == []

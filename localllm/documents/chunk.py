@@ -53,6 +53,7 @@ class _Builder:
         self.boxes: list[tuple[int, BBox]] = []
         self.tokens = 0
         self.section = section
+        self.only_titles = True  # nothing but headings so far: they belong with what follows
 
     def add(self, text: str, tokens: int, element: Element) -> None:
         self.texts.append(text)
@@ -93,9 +94,15 @@ def chunk_document(
         text = element.text.strip()
         if not text:
             continue
-        section = element.text.strip() if element.kind == "title" else element.section
-        if element.kind == "title" or section != builder.section:
+        title = element.kind == "title"
+        section = text if title else element.section
+        heading_waits = not title and builder.texts and builder.only_titles
+        if (title and not (builder.texts and builder.only_titles)) or (
+            section != builder.section and not heading_waits
+        ):
             builder.flush()
+            builder.section = section
+        elif title:
             builder.section = section
         tokens = count_tokens(text)
         if tokens > max_tokens:
@@ -107,6 +114,7 @@ def chunk_document(
         if builder.tokens + tokens > max_tokens:
             builder.flush()
         builder.add(text, tokens, element)
+        builder.only_titles = builder.only_titles and title
     builder.flush()
     return builder.chunks
 

@@ -269,7 +269,7 @@ def standalone_query(question: str, earlier_questions: Sequence[str]) -> str:
     """
     words = re.findall(r"[\w'-]+", question.lower())
     content = [w for w in words if w not in _STOPWORDS and w not in _REFERRING]
-    leans = any(w in _REFERRING for w in words) or len(content) < 3
+    leans = any(w in _REFERRING for w in words) or len(content) < 2
     if earlier_questions and leans:
         return f"{earlier_questions[-1]} {question}"
     return question

@@ -8,7 +8,7 @@ import gradio as gr
 
 from localllm.config import Settings
 from localllm.services import Services
-from localllm.ui.chat import build_chat_tab
+from localllm.ui.chat import build_chat_tab, collection_choices
 from localllm.ui.documents import build_documents_tab
 from localllm.ui.models import build_models_tab
 
@@ -23,12 +23,18 @@ def build_app(services: Services) -> gr.Blocks:
     with gr.Blocks(title="LocalLLM", analytics_enabled=False) as demo:
         gr.Markdown("## LocalLLM · private chat with local models")
         with gr.Tabs():
-            with gr.Tab("Chat", id="chat"):
+            with gr.Tab("Chat", id="chat") as chat_tab:
                 chat = build_chat_tab(services)
             with gr.Tab("Documents", id="documents"):
                 build_documents_tab(services, demo)
             with gr.Tab("Models", id="models"):
                 build_models_tab(services, chat, demo)
+        chat_tab.select(
+            lambda: gr.update(choices=collection_choices(services)),
+            None,
+            chat.collection,
+            api_name=False,
+        )
     return demo
 
 

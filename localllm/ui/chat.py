@@ -1,4 +1,4 @@
-"""Chat tab: a conversation with the selected local model, streamed."""
+"""Chat tab: plain or grounded chat with the selected local model, streamed, saved, with sources."""
 
 from __future__ import annotations
 
@@ -9,18 +9,22 @@ from typing import Any
 import gradio as gr
 
 from localllm.errors import LocalLLMError
-from localllm.llm.base import Message
 from localllm.llm.catalog import chat_models, resolve
-from localllm.llm.conversation import with_system
 from localllm.llm.llamacpp import gpu_offload_supported
 from localllm.llm.manager import LoadOptions, params_from_settings
+from localllm.rag.prompt import Source
+from localllm.rag.session import reply, source_page
 from localllm.services import Services
+
+NO_DOCUMENTS = "No documents (plain chat)"
 
 
 @dataclass
 class ChatTab:
     model: gr.Dropdown
     status: gr.Markdown
+    collection: gr.Dropdown
+    conversations: gr.Dropdown
 
 
 def model_choices(services: Services) -> list[tuple[str, str]]:
@@ -38,17 +42,87 @@ def default_model_name(services: Services) -> str | None:
         return choices[0][1] if choices else None
 
 
+def collection_choices(services: Services) -> list[tuple[str, str]]:
+    names = [c.name for c in services.store.collections()]
+    return [(NO_DOCUMENTS, ""), *((n, n) for n in names)]
+
+
+def default_collection(services: Services) -> str:
+    """The collection a new chat starts with: 'default' when it has documents, else none."""
+    names = {d.collection for d in services.store.documents()}
+    if "default" in names:
+        return "default"
+    return sorted(names)[0] if names else ""
+
+
+def conversation_choices(services: Services) -> list[tuple[str, str]]:
+    return [(c.title or "(untitled)", c.id) for c in services.conversations.conversations()]
+
+
+def source_label(source: Source) -> str:
+    pages = ""
+    if source.pages:
+        pages = (
+            f" · p. {source.pages[0]}"
+            if len(source.pages) == 1
+            else f" · pp. {source.pages[0]}-{source.pages[-1]}"
+        )
+    section = f" · {source.section}" if source.section else ""
+    cited = " ✓" if source.cited else ""
+    return f"[{source.n}]{cited} {source.file}{pages}{section}"
+
+
+def shown_answer(text: str, sources: list[Source]) -> str:
+    """The answer as displayed: the text, then a line naming its sources."""
+    if not sources:
+        return text
+    names = " · ".join(source_label(s) for s in sources)
+    return f"{text}\n\n<sub>Sources: {names}</sub>"
+
+
+def _display(services: Services, conversation_id: str) -> tuple[list[dict[str, str]], list[int]]:
+    shown: list[dict[str, str]] = []
+    ids: list[int] = []
+    for m in services.conversations.messages(conversation_id):
+        sources = [Source.from_dict(s) for s in m.sources]
+        content = shown_answer(m.content, sources) if m.role == "assistant" else m.content
+        shown.append({"role": m.role, "content": content})
+        ids.append(m.id)
+    return shown, ids
+
+
+def _source_radio(sources: list[Source]) -> Any:
+    return gr.update(
+        choices=[(source_label(s), str(s.n)) for s in sources],
+        value=None,
+        visible=bool(sources),
+    )
+
+
 def build_chat_tab(services: Services) -> ChatTab:
     settings = services.settings
-    history = gr.State([])
+    conversation = gr.State("")  # id of the saved conversation, "" before the first message
+    message_ids = gr.State([])  # saved message id of each message shown
+    sources_state = gr.State([])  # the last answer's sources, as dicts
+    display = gr.State([])  # the messages shown, kept out of the API's inputs
     with gr.Row():
-        with gr.Column(scale=3):
+        with gr.Column(scale=1, min_width=200):
+            new_chat = gr.Button("New chat", size="sm", elem_id="new-chat")
+            conversations = gr.Dropdown(
+                label="Saved conversations",
+                choices=conversation_choices(services),
+                value=None,
+                elem_id="conversations",
+            )
+            delete_chat = gr.Button("Delete conversation", size="sm", elem_id="delete-chat")
+        with gr.Column(scale=4):
             chatbot = gr.Chatbot(
                 label="Conversation",
-                height=520,
+                height=480,
                 elem_id="chatbot",
                 placeholder="Ask the local model anything. Nothing leaves this machine.",
                 buttons=["copy"],
+                sanitize_html=True,
             )
             with gr.Row():
                 message = gr.Textbox(
@@ -60,8 +134,31 @@ def build_chat_tab(services: Services) -> ChatTab:
                 )
                 send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
                 stop = gr.Button("Stop", variant="stop", scale=1, elem_id="stop")
-            clear = gr.Button("Clear conversation", size="sm")
-        with gr.Column(scale=1):
+            sources = gr.Radio(
+                label="Sources of the last answer (click one to see the page)",
+                choices=[],
+                visible=False,
+                elem_id="sources",
+            )
+            with gr.Row():
+                passage = gr.Markdown("", elem_id="source-passage")
+                page_image = gr.Image(
+                    label="Page",
+                    type="pil",
+                    visible=False,
+                    interactive=False,
+                    elem_id="source-page",
+                    buttons=["fullscreen"],
+                )
+        with gr.Column(scale=1, min_width=240):
+            collection = gr.Dropdown(
+                label="Documents",
+                choices=collection_choices(services),
+                value=default_collection(services),
+                elem_id="chat-collection",
+                allow_custom_value=True,
+                info="Grounded answers cite these documents; plain chat uses none.",
+            )
             model = gr.Dropdown(
                 label="Model",
                 choices=model_choices(services),
@@ -70,7 +167,9 @@ def build_chat_tab(services: Services) -> ChatTab:
             )
             status = gr.Markdown(services.models.describe_loaded(), elem_id="model-status")
             with gr.Accordion("Parameters", open=False):
-                system = gr.Textbox(settings.system_prompt, label="System prompt", lines=3)
+                system = gr.Textbox(
+                    settings.system_prompt, label="System prompt (plain chat)", lines=3
+                )
                 temperature = gr.Slider(
                     0.0, 2.0, settings.temperature, step=0.05, label="Temperature"
                 )
@@ -97,8 +196,11 @@ def build_chat_tab(services: Services) -> ChatTab:
 
     def respond(
         text: str,
-        past: list[Message],
+        conversation_id: str,
+        shown: list[dict[str, str]],
+        ids: list[int],
         model_name: str | None,
+        collection_name: str | None,
         system_prompt: str,
         temp: float,
         nucleus: float,
@@ -109,10 +211,21 @@ def build_chat_tab(services: Services) -> ChatTab:
         n_gpu: float | None,
     ) -> Iterator[tuple[Any, ...]]:
         if not text or not text.strip():
-            yield past, past, text, gr.skip()
+            yield (gr.skip(),) * 10
             return
-        turn: list[Message] = [*past, {"role": "user", "content": text}]
-        yield turn, turn, "", gr.skip()
+        asking = [*shown, {"role": "user", "content": text}]
+        yield (
+            asking,
+            asking,
+            "",
+            gr.skip(),
+            gr.skip(),
+            gr.skip(),
+            gr.skip(),
+            gr.skip(),
+            gr.skip(),
+            "",
+        )
         options = LoadOptions(
             int(ctx or 0), int(n_threads or 0), int(n_gpu if n_gpu is not None else -1)
         )
@@ -123,22 +236,130 @@ def build_chat_tab(services: Services) -> ChatTab:
             max_tokens=int(new_tokens),
             stop=tuple(line for line in (stop_lines or "").splitlines() if line),
         )
-        answer = ""
         try:
             engine = services.models.get(model_name, options)
-            yield turn, turn, "", services.models.describe_loaded()
-            for piece in engine.stream_chat(with_system(turn, system_prompt), params):
-                answer += piece
-                shown: list[Message] = [*turn, {"role": "assistant", "content": answer}]
-                yield shown, shown, "", gr.skip()
+            grounded = services.grounded() if collection_name else None
+            turn = reply(
+                services.conversations,
+                engine,
+                params,
+                text,
+                conversation_id=conversation_id or None,
+                collection=collection_name or None,
+                grounded=grounded,
+                system_prompt=system_prompt,
+            )
+            result = None
+            for result, _piece in turn:
+                answer = {"role": "assistant", "content": result.text}
+                yield (
+                    [*asking, answer],
+                    [*asking, answer],
+                    "",
+                    result.conversation_id,
+                    gr.skip(),
+                    [s.to_dict() for s in result.sources],
+                    _source_radio(result.sources) if not result.text else gr.skip(),
+                    services.models.describe_loaded() if not result.text else gr.skip(),
+                    gr.skip(),
+                    "",
+                )
         except LocalLLMError as e:
-            yield past, past, text, services.models.describe_loaded()
+            yield (
+                shown,
+                shown,
+                text,
+                gr.skip(),
+                gr.skip(),
+                gr.skip(),
+                gr.skip(),
+                services.models.describe_loaded(),
+                gr.skip(),
+                "",
+            )
             raise gr.Error(str(e)) from e
+        if result is not None:
+            final, saved_ids = _display(services, result.conversation_id)
+            yield (
+                final,
+                final,
+                "",
+                result.conversation_id,
+                saved_ids,
+                [s.to_dict() for s in result.sources],
+                _source_radio(result.sources),
+                gr.skip(),
+                gr.update(choices=conversation_choices(services), value=result.conversation_id),
+                "",
+            )
+
+    def show_source(
+        choice: str | None, current: list[dict[str, Any]], collection_name: str | None
+    ) -> tuple[Any, Any]:
+        if not choice:
+            return "", gr.update(value=None, visible=False)
+        found = [Source.from_dict(s) for s in current if str(s.get("n")) == choice]
+        if not found:
+            return "", gr.update(value=None, visible=False)
+        source = found[0]
+        quoted = "\n".join(f"> {line}" for line in source.text.splitlines() if line.strip())
+        header = f"**{source_label(source)}**\n\n{quoted}"
+        try:
+            image = source_page(services.store, collection_name or "", source)
+        except LocalLLMError as e:
+            return f"{header}\n\n_{e}_", gr.update(value=None, visible=False)
+        return header, gr.update(value=image, visible=True)
+
+    def rate(ids: list[int], data: gr.LikeData) -> None:
+        index = data.index[0] if isinstance(data.index, list | tuple) else data.index
+        if not isinstance(index, int) or index >= len(ids):
+            return
+        rating = 1 if data.liked is True else -1 if data.liked is False else 0
+        services.conversations.rate(ids[index], rating)
+        gr.Info("Thanks: liked answers can become fine-tuning examples" if rating > 0 else "Noted")
+
+    def open_conversation(conversation_id: str | None) -> tuple[Any, ...]:
+        if not conversation_id:
+            return (gr.skip(),) * 7
+        summary = services.conversations.get(conversation_id)
+        shown, ids = _display(services, conversation_id)
+        last = [m for m in services.conversations.messages(conversation_id) if m.sources]
+        last_sources = [Source.from_dict(s) for s in last[-1].sources] if last else []
+        return (
+            shown,
+            shown,
+            conversation_id,
+            ids,
+            [s.to_dict() for s in last_sources],
+            _source_radio(last_sources),
+            gr.update(value=summary.collection or ""),
+        )
+
+    def start_new() -> tuple[Any, ...]:
+        return (
+            [],
+            [],
+            "",
+            [],
+            [],
+            _source_radio([]),
+            gr.update(choices=conversation_choices(services), value=None),
+            "",
+            gr.update(value=None, visible=False),
+        )
+
+    def delete_conversation(conversation_id: str) -> tuple[Any, ...]:
+        if conversation_id:
+            services.conversations.delete(conversation_id)
+        return start_new()
 
     inputs = [
         message,
-        history,
+        conversation,
+        display,
+        message_ids,
         model,
+        collection,
         system,
         temperature,
         top_p,
@@ -148,10 +369,46 @@ def build_chat_tab(services: Services) -> ChatTab:
         threads,
         gpu_layers,
     ]
-    outputs = [chatbot, history, message, status]
+    outputs = [
+        chatbot,
+        display,
+        message,
+        conversation,
+        message_ids,
+        sources_state,
+        sources,
+        status,
+        conversations,
+        passage,
+    ]
     submit = message.submit(respond, inputs, outputs, api_name="chat", concurrency_id="llm")
     click = send.click(respond, inputs, outputs, api_name=False, concurrency_id="llm")
     stop.click(None, None, None, cancels=[submit, click])
-    clear.click(lambda: ([], []), None, [chatbot, history], api_name=False, cancels=[submit, click])
-    chatbot.clear(lambda: [], None, history, api_name=False, cancels=[submit, click])
-    return ChatTab(model=model, status=status)
+    sources.change(
+        show_source, [sources, sources_state, collection], [passage, page_image], api_name=False
+    )
+    chatbot.like(rate, [message_ids], None, api_name=False)
+    conversations.input(
+        open_conversation,
+        [conversations],
+        [chatbot, display, conversation, message_ids, sources_state, sources, collection],
+        api_name=False,
+        cancels=[submit, click],
+    )
+    fresh = [
+        chatbot,
+        display,
+        conversation,
+        message_ids,
+        sources_state,
+        sources,
+        conversations,
+        passage,
+        page_image,
+    ]
+    new_chat.click(start_new, None, fresh, api_name=False, cancels=[submit, click])
+    delete_chat.click(
+        delete_conversation, [conversation], fresh, api_name=False, cancels=[submit, click]
+    )
+    chatbot.clear(start_new, None, fresh, api_name=False, cancels=[submit, click])
+    return ChatTab(model=model, status=status, collection=collection, conversations=conversations)
