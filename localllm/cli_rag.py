@@ -17,6 +17,13 @@ def _print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _pages(pages: list[int]) -> str:
     if not pages:
         return ""
@@ -31,7 +38,11 @@ def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
     services = Services(settings)
     try:
         found = services.retriever().search(
-            args.query, args.collection, k=args.k, documents=args.doc or None, mode=args.mode
+            args.query,
+            args.collection,
+            k=args.k or settings.search_k,
+            documents=args.doc or None,
+            mode=args.mode,
         )
         if args.json:
             _print_json([h.to_dict() for h in found.hits])
@@ -126,7 +137,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     search = sub.add_parser("search", help="find passages in indexed documents (hybrid search)")
     search.add_argument("query")
     search.add_argument("--collection", default=DEFAULT_COLLECTION)
-    search.add_argument("--k", type=int, default=10, help="passages to return")
+    search.add_argument("--k", type=_positive, help="passages to return (default: search_k, 10)")
     search.add_argument("--doc", action="append", help="only this document (repeatable)")
     search.add_argument("--mode", choices=MODES, default="hybrid")
     search.add_argument("--json", action="store_true", help="a JSON list on stdout")
@@ -147,7 +158,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     evaluate.add_argument("what", choices=["retrieval", "answers"])
     evaluate.add_argument("qa_file", metavar="QA.jsonl", help='lines {"question", "doc", "page"}')
     evaluate.add_argument("--collection", default=DEFAULT_COLLECTION)
-    evaluate.add_argument("--k", type=int, default=10, help="retrieval depth")
+    evaluate.add_argument("--k", type=_positive, default=10, help="retrieval depth")
     evaluate.add_argument("--model", help="the model for `eval answers`")
     evaluate.add_argument("--details", action="store_true", help="per-question results (answers)")
     evaluate.add_argument("--json", action="store_true", help="one JSON object on stdout")

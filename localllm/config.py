@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import (
@@ -67,7 +68,9 @@ class Settings(BaseSettings):
         description="Below this cosine similarity of the nearest chunk, grounded mode declines "
         "without asking the model.",
     )
-    rerank: str = Field("off", description="off | llm (the chat model judges the top chunks).")
+    rerank: Literal["off", "llm"] = Field(
+        "off", description="llm: the chat model judges the top chunks."
+    )
     conversations_path: Path = Field(
         Path("data/conversations.sqlite3"), description="Saved chats and answer feedback."
     )

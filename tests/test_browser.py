@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
+from localllm.conversations import ConversationStore
 from tests.conftest import ARTIFACTS, RunningApp, chromium_path, require
 from tests.corpus import corpus_file
 
@@ -148,4 +150,15 @@ def test_grounded_chat_cites_and_shows_the_page(page: Any, running_app: RunningA
     )
     wait_for_text(page, "source-passage", "Google Earth")
     page.screenshot(path=str(ARTIFACTS / "grounded-chat.png"), full_page=True)
+
+    # A thumbs-up is saved with the question it answers (fine-tuning data later).
+    page.locator("#chatbot button[aria-label='Like']").last.click()
+    saved = ConversationStore(running_app.models_dir.parent / "data" / "conversations.sqlite3")
+    try:
+        deadline = time.monotonic() + 30
+        while not (liked := saved.feedback(1)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        saved.close()
+    assert [f.question for f in liked] == ["Where is Google Earth?"]
     assert foreign_requests(page.requested) == []

@@ -159,7 +159,7 @@ def _parse_pdf(
     scans: list[int] = []
     broken: list[int] = []
     ocr_errors: list[str] = []
-    with closing(pdf_reader.open_pdf(path, name)) as pdf:
+    with pdf_reader.opened_pdf(path, name) as pdf:
         total = len(pdf)
         with closing(pdf_reader.read_pages(pdf, ocr=use_ocr)) as pages:
             while True:

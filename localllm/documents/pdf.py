@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +30,9 @@ OCR_WORKERS = max(1, min(4, os.cpu_count() or 1))  # tesseract processes at once
 _SCAN_TEXT_CHARS = 32  # fewer characters than this on a page that is mostly an image: a scan
 _SCAN_COVERAGE = 0.5
 _MAX_AHEAD = 64  # pages read ahead of the one waiting for its OCR
+# PDFium is not thread-safe: every call into it in this process (parsing in an ingest thread,
+# drawing a cited page for the chat) holds this lock, one page at a time.
+PDFIUM = threading.RLock()
 
 
 @dataclass
@@ -50,6 +55,21 @@ class _Pending:
 
 
 def open_pdf(path: Path, name: str) -> pdfium.PdfDocument:
+    with PDFIUM:
+        return _open_pdf(path, name)
+
+
+@contextmanager
+def opened_pdf(path: Path, name: str) -> Iterator[pdfium.PdfDocument]:
+    pdf = open_pdf(path, name)
+    try:
+        yield pdf
+    finally:
+        with PDFIUM:
+            pdf.close()
+
+
+def _open_pdf(path: Path, name: str) -> pdfium.PdfDocument:
     try:
         return pdfium.PdfDocument(path)
     except pdfium.PdfiumError as e:
@@ -82,7 +102,8 @@ def read_pages(pdf: pdfium.PdfDocument, *, ocr: bool) -> Iterator[PageResult]:
     OCR_WORKERS rendered pages in the background; results still come out in page order.
     Sections come from the outline where the PDF has one, else from lines in a larger font.
     """
-    outline = read_outline(pdf)
+    with PDFIUM:
+        outline = read_outline(pdf)
     section: str | None = None
     pending: deque[_Pending] = deque()
     pool = ThreadPoolExecutor(OCR_WORKERS, thread_name_prefix="ocr") if ocr else None
@@ -90,7 +111,8 @@ def read_pages(pdf: pdfium.PdfDocument, *, ocr: bool) -> Iterator[PageResult]:
         for index in range(len(pdf) + 1):
             last = index == len(pdf)
             if not last:
-                pending.append(_read_page(pdf, index, pool, font_titles=not outline))
+                with PDFIUM:
+                    pending.append(_read_page(pdf, index, pool, font_titles=not outline))
             while pending and (
                 last
                 or pending[0].ocr is None

@@ -81,9 +81,17 @@ class LexicalIndex:
     def add_document(self, doc_id: str, chunk_ids: Sequence[str], texts: Sequence[str]) -> None:
         ensure_dir(self.folder / _DOCS)
         _write_json(self._doc_file(doc_id), {"ids": list(chunk_ids), "tokens": tokenize(texts)})
+        self._invalidate()
 
     def remove_document(self, doc_id: str) -> None:
         self._doc_file(doc_id).unlink(missing_ok=True)
+        self._invalidate()
+
+    def _invalidate(self) -> None:
+        """Stored tokens changed: rebuild on the next sync, even if the same ids come back (a
+        document deleted and added again, chunked differently, with no search in between)."""
+        self._fingerprint = None
+        (self.folder / _INDEX / _META).unlink(missing_ok=True)
 
     def destroy(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)

@@ -14,7 +14,7 @@ import pypdfium2 as pdfium
 from PIL import Image, ImageDraw
 
 from localllm.documents.model import BBox, DocumentError
-from localllm.documents.pdf import open_pdf
+from localllm.documents.pdf import PDFIUM, open_pdf
 from localllm.errors import LocalLLMError
 
 PAD = 2.0  # points around a box, so the highlight doesn't clip the ascenders
@@ -34,11 +34,12 @@ def render_page(
     if width < 1:
         raise ValueError(f"width must be at least 1 pixel, got {width}")
     path = Path(pdf_path)
-    pdf = _open(path)
-    try:
-        image, scale = _render(pdf, page, width, path.name)
-    finally:
-        pdf.close()
+    with PDFIUM:
+        pdf = _open(path)
+        try:
+            image, scale = _render(pdf, page, width, path.name)
+        finally:
+            pdf.close()
     return highlight(image, boxes, scale)
 
 
