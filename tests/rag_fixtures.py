@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from localllm.config import Settings
-from tests.conftest import cli_env
+from tests.conftest import cli_env, require
 from tests.corpus import CORPUS, corpus_file
 
 FAQ_NAME = "debian-faq.en.pdf"
@@ -37,6 +37,12 @@ def faq_path() -> Path:
     return corpus_file(FAQ_NAME)
 
 
+def eval_set() -> Path:
+    """The held-out questions on the FAQ; skips where the shared folder is missing (fails in CI)."""
+    require(EVAL_SET.is_file(), f"the shared eval set {EVAL_SET} is missing")
+    return EVAL_SET
+
+
 def clean_settings(root: Path, cache: Path, **values: object) -> Settings:
     """Settings for a test's own data folder, ignoring the developer's LOCALLLM_* and toml."""
     with pytest.MonkeyPatch.context() as mp:
@@ -47,6 +53,7 @@ def clean_settings(root: Path, cache: Path, **values: object) -> Settings:
             models_dir=root / "models",
             docs_store=root / "docs_store",
             runs_dir=root / "runs",
+            conversations_path=root / "conversations.sqlite3",
             cache_dir=cache,
             **values,  # type: ignore[arg-type]
         )

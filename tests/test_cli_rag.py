@@ -12,15 +12,14 @@ import pytest
 from localllm.rag.prompt import REFUSAL
 from tests.conftest import run_cli
 from tests.rag_fixtures import (
-    EVAL_SET,
     FAQ_NAME,
     HOLD_PAGE,
     HOLD_QUESTION,
     OUT_OF_CORPUS,
     clean_cli_env,
+    eval_set,
     faq_path,
 )
-from tests.corpus import corpus_file
 
 SEARCH_KEYS = {"file", "pages", "text", "score"}
 ASK_KEYS = {"answer", "sources"}
@@ -61,7 +60,7 @@ class Cli:
 def cli(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Cli:
     path = faq_path()
     root = tmp_path_factory.mktemp("cli_rag")
-    runner = Cli(clean_cli_env(root, shared_cache, LOCALLLM_MAX_TOKENS="64"), root)
+    runner = Cli(clean_cli_env(root, shared_cache, LOCALLLM_MAX_TOKENS="48"), root)
     report = runner.json("ingest", str(path), "--collection", "faq", "--quiet", timeout=300)
     assert report["counts"] == {"added": 1}, report  # type: ignore[index]
     return runner
@@ -71,7 +70,7 @@ def test_search_json(cli: Cli) -> None:
     hits = cli.json("search", HOLD_QUESTION, "--collection", "faq")
     assert isinstance(hits, list) and len(hits) == 10
     for hit in hits:
-        assert isinstance(hit, dict) and SEARCH_KEYS <= hit.keys(), hit
+        assert isinstance(hit, dict) and hit.keys() >= SEARCH_KEYS, hit
         assert hit["file"] == FAQ_NAME and isinstance(hit["text"], str) and hit["text"]
         assert isinstance(hit["score"], float) and all(isinstance(p, int) for p in hit["pages"])
     assert any(HOLD_PAGE in h["pages"] for h in hits[:3]), [h["pages"] for h in hits]
@@ -91,16 +90,14 @@ def test_search_plain_text(cli: Cli) -> None:
 
 def test_ask_json_cites_the_page(cli: Cli) -> None:
     question, page = GOOGLE_EARTH
-    payload = cli.json(
-        "ask", question, "--collection", "faq", "--temperature", "0", "--seed", "0"
-    )
-    assert isinstance(payload, dict) and ASK_KEYS <= payload.keys(), payload
+    payload = cli.json("ask", question, "--collection", "faq", "--temperature", "0", "--seed", "0")
+    assert isinstance(payload, dict) and payload.keys() >= ASK_KEYS, payload
     assert isinstance(payload["answer"], str) and payload["answer"].strip()
     assert payload["declined"] is False
     sources = payload["sources"]
     assert sources and [s["n"] for s in sources] == list(range(1, len(sources) + 1))
     for s in sources:
-        assert SOURCE_KEYS <= s.keys(), s
+        assert s.keys() >= SOURCE_KEYS, s
         assert s["file"] == FAQ_NAME and s["text"] and isinstance(s["score"], float)
     assert page in [s["page"] for s in sources], [s["page"] for s in sources]
 
@@ -110,15 +107,12 @@ def test_ask_out_of_corpus_declines(cli: Cli) -> None:
     assert isinstance(payload, dict)
     assert payload["answer"] == REFUSAL and "can't find" in payload["answer"]
     assert payload["sources"] == [] and payload["declined"] is True
-    code, out, err = cli.run("ask", OUT_OF_CORPUS, "--collection", "faq")
-    assert code == 0, err
-    assert out.strip() == REFUSAL and "Sources:" not in out
 
 
 def test_eval_retrieval(cli: Cli) -> None:
-    qa = corpus_file(f"../eval/{EVAL_SET.name}")
+    qa = eval_set()
     scores = cli.json("eval", "retrieval", str(qa), "--collection", "faq")
-    assert isinstance(scores, dict) and RETRIEVAL_KEYS <= scores.keys(), scores
+    assert isinstance(scores, dict) and scores.keys() >= RETRIEVAL_KEYS, scores
     assert scores["questions"] == sum(1 for line in qa.read_text().splitlines() if line.strip())
     assert scores["hit5"] >= 0.85, scores
     assert scores["hit1"] <= scores["hit5"] <= scores["hit10"] <= 1.0
@@ -129,9 +123,9 @@ def test_eval_retrieval(cli: Cli) -> None:
 def test_eval_answers(cli: Cli, tmp_path: Path) -> None:
     answerable = [
         json.loads(line)
-        for line in EVAL_SET.read_text().splitlines()
-        if json.loads(line)["page"] in (28, HOLD_PAGE)
-    ][:2]
+        for line in eval_set().read_text().splitlines()
+        if json.loads(line)["question"] in ("Where is a player for Flash (SWF)?", HOLD_QUESTION)
+    ]
     assert len(answerable) == 2
     lines = [
         *({"question": q["question"], "doc": q["doc"], "page": q["page"]} for q in answerable),
@@ -141,7 +135,7 @@ def test_eval_answers(cli: Cli, tmp_path: Path) -> None:
     qa = tmp_path / "tiny.jsonl"
     qa.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
     scores = cli.json("eval", "answers", str(qa), "--collection", "faq", timeout=300)
-    assert isinstance(scores, dict) and ANSWER_KEYS <= scores.keys(), scores
+    assert isinstance(scores, dict) and scores.keys() >= ANSWER_KEYS, scores
     assert scores["answerable"] == 2 and scores["unanswerable"] == 2
     assert scores["declined_unanswerable"] == 1.0, scores
     assert scores["source_has_page"] == 1.0, scores
@@ -157,10 +151,6 @@ def test_unknown_collection_is_a_clear_error(cli: Cli) -> None:
     code, out, err = cli.run("search", HOLD_QUESTION, "--collection", "nope", "--json")
     assert code == 1
     assert json.loads(out) == {"error": "no collection named 'nope' (collections: faq)"}
-    code, out, err = cli.run(
-        "eval", "retrieval", str(EVAL_SET), "--collection", "nope", "--json"
-    )
-    assert code == 1 and json.loads(out)["error"].startswith("no collection named 'nope'")
 
 
 def test_malformed_qa_line_is_named(cli: Cli, tmp_path: Path) -> None:

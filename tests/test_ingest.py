@@ -15,6 +15,7 @@ from localllm.index.jobs import IngestJob
 from localllm.services import Services
 from tests.conftest import cli_env, run_cli
 from tests.corpus import CORPUS, corpus_file, write_encrypted_pdf
+from tests.rag_fixtures import clean_settings
 
 FAQ = CORPUS / "debian-faq.en.pdf"
 
@@ -31,12 +32,12 @@ def squash(text: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def faq_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+def faq_services(
+    tmp_path_factory: pytest.TempPathFactory, shared_cache: Path
+) -> Iterator[Services]:
     corpus_file(FAQ.name)
     root = tmp_path_factory.mktemp("ingest")
-    services = Services(
-        Settings(models_dir=root / "models", docs_store=root / "store", runs_dir=root / "runs")
-    )
+    services = Services(clean_settings(root, shared_cache))
     report = services.ingestor().ingest([FAQ], "faq")
     assert [r.status for r in report.results] == ["added"], report.to_dict()
     yield services

@@ -238,6 +238,28 @@ def test_recreated_collection_has_no_stale_hits(retriever: Retriever, tmp_path: 
     assert {h.file for h in hybrid.hits} == {"beta.md"}
 
 
+def test_same_document_chunked_anew_is_indexed_anew(retriever: Retriever, tmp_path: Path) -> None:
+    # `docs rm` then `ingest` of the same file after the chunk size (or the chunker) changed:
+    # the same document id comes back with other chunks, and no search ran in between.
+    path = tmp_path / "notes.md"
+    paragraphs = (
+        f"Paragraph {i} explains how the zanzibar marmalade protocol treats item {i}, "
+        "in enough words to make a passage of its own."
+        for i in range(12)
+    )
+    path.write_text("# Notes\n\n" + "\n\n".join(paragraphs), encoding="utf-8")
+    store = retriever.store
+    Ingestor(store, retriever.embedder, chunk_tokens=200).ingest([path], "sync-rechunk")
+    first = store.lexical_query("sync-rechunk", "zanzibar marmalade", 100)
+    store.delete_document("sync-rechunk", "notes.md")
+    Ingestor(store, retriever.embedder, chunk_tokens=40).ingest([path], "sync-rechunk")
+    doc_id = store.documents("sync-rechunk")[0].doc_id
+    ids = {c.id for c in store.chunks_of("sync-rechunk", doc_id)}
+    assert len(ids) > len(first), "chunked finer the second time"
+    hits = store.lexical_query("sync-rechunk", "zanzibar marmalade", 100)
+    assert {h.chunk_id for h in hits} == ids
+
+
 def test_lexical_index_persists_and_is_rebuilt_from_chroma(faq: Faq) -> None:
     queries = [sentence for sentence, _ in KNOWN] + [HOLD_QUESTION]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -46,6 +47,24 @@ def backend_name() -> str:
         if name.upper() in info.upper():
             return name
     return "GPU"
+
+
+ZERO_WIDTH_JOINER = "\u200d"
+
+
+def _control_tokens(llama: llama_cpp.Llama) -> re.Pattern[str] | None:
+    """A pattern matching the text of the model's control tokens (<|im_start|>, </s>, ...)."""
+    model = llama._model
+    wanted = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED
+    texts = set()
+    for token in range(model.n_vocab()):
+        if model.token_get_attr(token) & wanted:
+            text = model.token_get_text(token)
+            if len(text) >= 3 and not text.isspace():
+                texts.add(text)
+    if not texts:
+        return None
+    return re.compile("|".join(re.escape(t) for t in sorted(texts, key=len, reverse=True)))
 
 
 @dataclass
@@ -91,6 +110,7 @@ class LlamaCppChatModel:
             )
         except (ValueError, RuntimeError, OSError) as e:
             raise ModelLoadError(f"llama.cpp could not load {self.path.name}: {e}") from e
+        self._control = _control_tokens(self._llama)
         meta = self._llama.metadata
         template = meta.get("tokenizer.chat_template")
         self.template_warning: str | None = None
@@ -126,11 +146,19 @@ class LlamaCppChatModel:
         return len(self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
     def _render(self, messages: Sequence[Message]) -> tuple[list[int], ChatFormatterResponse]:
-        formatted: ChatFormatterResponse = self._formatter(messages=list(messages))
+        # Text is tokenized with special tokens on (the template's markers must be), so a marker
+        # written inside a message or a document would start a turn: it is broken up first.
+        safe = [{**m, "content": self._defuse(m["content"])} for m in messages]
+        formatted: ChatFormatterResponse = self._formatter(messages=safe)
         tokens = self.llama.tokenize(
             formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True
         )
         return tokens, formatted
+
+    def _defuse(self, text: str) -> str:
+        if self._control is None or not text:
+            return text
+        return self._control.sub(lambda m: m.group(0)[0] + ZERO_WIDTH_JOINER + m.group(0)[1:], text)
 
     def prompt_tokens(self, messages: Sequence[Message]) -> int:
         """Tokens the whole templated conversation takes, ready for the answer."""

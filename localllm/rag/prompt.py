@@ -185,7 +185,7 @@ def render_source(source: Source) -> str:
         where += f", page{'s' if len(source.pages) > 1 else ''} {pages}"
     if source.section:
         where += f" ({_quote(source.section)})"
-    return f"[{source.n}] {where}\n{_quote(source.text)}"
+    return f"[{source.n}] {where}\n{_quote(chr(10) + source.text)[1:]}"
 
 
 def user_turn(question: str, sources: Sequence[Source]) -> str:
