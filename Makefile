@@ -49,3 +49,4 @@ bench: $(VENV)/.installed-dev
 	$(PIP) install -q -e ".[dev,bench]"
 	$(PY) bench/chat.py
 	$(PY) bench/ingest.py
+	$(PY) bench/retrieval.py

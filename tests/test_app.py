@@ -83,6 +83,26 @@ def test_grounded_answer_cites_the_page_over_the_api(running_app: RunningApp) ->
     assert "can't find that in your documents" in _text(chat[-1])
     assert sources["choices"] == []
 
+    # Limited to documents of the collection: an unknown one is a clear error.
+    try:
+        client.predict(
+            "Where is Google Earth?",
+            collection_name="faq-api",
+            only_documents=["nope.pdf"],
+            api_name="/chat",
+        )
+    except Exception as e:
+        assert "no document named nope.pdf in collection 'faq-api'" in str(e)
+    else:
+        raise AssertionError("expected an error for an unknown document")
+    chat, _box, sources, *_ = client.predict(
+        "Where is Google Earth?",
+        collection_name="faq-api",
+        only_documents=["debian-faq.en.pdf"],
+        api_name="/chat",
+    )
+    assert any("p. 28" in label for label, _value in sources["choices"])
+
     # The conversation was saved: both questions are in the saved list's newest entry.
     saved = client.predict("Where is Google Earth?", collection_name="", api_name="/chat")[4]
     assert saved["choices"], "the conversation list holds the saved chat"

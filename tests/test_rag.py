@@ -12,6 +12,7 @@ from localllm.config import Settings
 from localllm.errors import PromptTooLongError
 from localllm.index.rerank import ModelJudgeReranker
 from localllm.index.retrieve import Retriever
+from localllm.index.store import StoreError
 from localllm.llm.base import GenerationParams, Message
 from localllm.llm.llamacpp import LlamaCppChatModel
 from localllm.llm.manager import ModelManager, params_from_settings
@@ -30,6 +31,7 @@ from localllm.rag.prompt import (
     standalone_query,
     user_turn,
 )
+from localllm.rag.session import Reply, reply, source_page, turns_from
 from localllm.services import Services
 from tests.rag_fixtures import (
     FAQ_NAME,
@@ -345,3 +347,59 @@ def test_the_model_judge_reranks_the_head(faq_services: Services, model: LlamaCp
     assert {h.chunk.id for h in head} == {h.chunk.id for h in plain.hits[:3]}
     assert [h.chunk.id for h in judged.hits[3:]] == [h.chunk.id for h in plain.hits[3:5]]
     assert all(h.rerank is None for h in judged.hits[3:])
+
+
+# a conversation as the app runs it (localllm.rag.session)
+
+
+def test_a_grounded_conversation_is_saved_and_continues(
+    faq_services: Services, model: LlamaCppChatModel, params: GenerationParams
+) -> None:
+    store = faq_services.conversations
+    grounded = faq_services.grounded()
+
+    def ask(question: str, conversation: str | None, **kw: object) -> Reply:
+        replies = list(
+            reply(
+                store,
+                model,
+                params,
+                question,
+                conversation_id=conversation,
+                collection="faq",
+                grounded=grounded,
+                system_prompt="unused in grounded mode",
+                **kw,  # type: ignore[arg-type]
+            )
+        )
+        assert replies
+        return replies[-1][0]
+
+    first = ask(HOLD_QUESTION, None)
+    saved = store.messages(first.conversation_id)
+    assert [m.role for m in saved] == ["user", "assistant"]
+    assert saved[1].id == first.message_id and saved[1].content == first.text
+    assert any(HOLD_PAGE in s["pages"] for s in saved[1].sources)
+    summary = store.get(first.conversation_id)
+    assert summary.collection == "faq" and summary.title == HOLD_QUESTION
+
+    # The follow-up is asked with the first exchange, sources included, as history.
+    turns = turns_from(saved)
+    assert [t.question for t in turns] == [HOLD_QUESTION]
+    assert [s.chunk_id for s in turns[0].sources] == [s.chunk_id for s in first.sources]
+    second = ask("And how do I release it again?", first.conversation_id)
+    assert len(store.messages(first.conversation_id)) == 4
+    assert second.conversation_id == first.conversation_id
+
+    # A question that can't be asked (an unknown document) leaves nothing half saved.
+    with pytest.raises(StoreError, match=r"no document named nope\.pdf"):
+        ask("Where is Google Earth?", first.conversation_id, documents=["nope.pdf"])
+    assert len(store.messages(first.conversation_id)) == 4
+
+    # The cited page can be drawn with its passage; a source whose document is gone can't.
+    cited = next(s for s in first.sources if HOLD_PAGE in s.pages)
+    image = source_page(faq_services.store, "faq", cited)
+    assert getattr(image, "width", 0) == 900
+    gone = Source.from_dict({**cited.to_dict(), "doc_id": "0" * 64})
+    with pytest.raises(StoreError, match="no longer in collection"):
+        source_page(faq_services.store, "faq", gone)

@@ -53,28 +53,38 @@ def reply(
     collection: str | None,
     grounded: GroundedChat | None,
     system_prompt: str,
+    documents: Sequence[str] | None = None,
 ) -> Iterator[tuple[Reply, str]]:
     """Answer `question` in a conversation (a new one when None), yielding (reply, new text).
 
     The first item comes before the model starts, with the sources; the answer is saved when the
     stream ends, also when it is stopped early.
     """
-    if conversation_id is None:
-        conversation_id = conversations.create(collection=collection)
-    else:
-        conversations.set_collection(conversation_id, collection)
-    earlier = conversations.messages(conversation_id)
-    question_id = conversations.add_message(conversation_id, "user", question)
-    result = Reply(conversation_id, question_id, collection)
+    earlier = conversations.messages(conversation_id) if conversation_id else []
+    sources: list[Source] = []
     if collection and grounded is not None:
-        answer = grounded.prepare(model, question, collection, params, history=turns_from(earlier))
-        result.sources = answer.sources
+        answer = grounded.prepare(
+            model,
+            question,
+            collection,
+            params,
+            history=turns_from(earlier),
+            documents=documents or None,
+        )
+        sources = answer.sources
         pieces = answer.stream(model, params)
     else:
         messages = with_system(
             [*plain_history(earlier), {"role": "user", "content": question}], system_prompt
         )
         pieces = model.stream_chat(messages, params)
+    # Saved only once the question could be asked: a failed one leaves no half turn behind.
+    if conversation_id is None:
+        conversation_id = conversations.create(collection=collection)
+    else:
+        conversations.set_collection(conversation_id, collection)
+    question_id = conversations.add_message(conversation_id, "user", question)
+    result = Reply(conversation_id, question_id, collection, sources)
     yield result, ""
     try:
         for piece in pieces:
@@ -82,12 +92,13 @@ def reply(
             yield result, piece
     finally:
         result.declined = bool(collection) and is_decline(result.text)
-        result.message_id = conversations.add_message(
-            conversation_id,
-            "assistant",
-            result.text,
-            [s.to_dict() for s in result.sources],
-        )
+        if result.text:
+            result.message_id = conversations.add_message(
+                conversation_id,
+                "assistant",
+                result.text,
+                [s.to_dict() for s in result.sources],
+            )
 
 
 def source_page(store: DocumentStore, collection: str, source: Source, width: int = 900) -> object:

@@ -55,6 +55,12 @@ def default_collection(services: Services) -> str:
     return sorted(names)[0] if names else ""
 
 
+def document_choices(services: Services, collection: str | None) -> list[str]:
+    if not collection:
+        return []
+    return sorted({d.name for d in services.store.documents(collection)})
+
+
 def conversation_choices(services: Services) -> list[tuple[str, str]]:
     return [(c.title or "(untitled)", c.id) for c in services.conversations.conversations()]
 
@@ -159,6 +165,15 @@ def build_chat_tab(services: Services) -> ChatTab:
                 allow_custom_value=True,
                 info="Grounded answers cite these documents; plain chat uses none.",
             )
+            only = gr.Dropdown(
+                label="Only these documents",
+                choices=document_choices(services, default_collection(services)),
+                value=[],
+                multiselect=True,
+                elem_id="chat-documents",
+                allow_custom_value=True,
+                info="Empty: the whole collection.",
+            )
             model = gr.Dropdown(
                 label="Model",
                 choices=model_choices(services),
@@ -201,6 +216,7 @@ def build_chat_tab(services: Services) -> ChatTab:
         ids: list[int],
         model_name: str | None,
         collection_name: str | None,
+        only_documents: list[str] | None,
         system_prompt: str,
         temp: float,
         nucleus: float,
@@ -248,6 +264,7 @@ def build_chat_tab(services: Services) -> ChatTab:
                 collection=collection_name or None,
                 grounded=grounded,
                 system_prompt=system_prompt,
+                documents=only_documents or None,
             )
             result = None
             for result, _piece in turn:
@@ -360,6 +377,7 @@ def build_chat_tab(services: Services) -> ChatTab:
         message_ids,
         model,
         collection,
+        only,
         system,
         temperature,
         top_p,
@@ -388,6 +406,12 @@ def build_chat_tab(services: Services) -> ChatTab:
         show_source, [sources, sources_state, collection], [passage, page_image], api_name=False
     )
     chatbot.like(rate, [message_ids], None, api_name=False)
+    collection.change(
+        lambda name: gr.update(choices=document_choices(services, name), value=[]),
+        collection,
+        only,
+        api_name=False,
+    )
     conversations.input(
         open_conversation,
         [conversations],
