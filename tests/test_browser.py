@@ -161,4 +161,23 @@ def test_grounded_chat_cites_and_shows_the_page(page: Any, running_app: RunningA
     finally:
         saved.close()
     assert [f.question for f in liked] == ["Where is Google Earth?"]
+
+    # Saved conversations: start a new chat, reopen this one from the list, delete it.
+    page.locator("#new-chat").click()
+    page.wait_for_function("() => !document.querySelector('#chatbot .message')", polling=200)
+    page.locator("#conversations input").click()
+    page.get_by_role("option", name="Where is Google Earth?").first.click()
+    wait_for_text(page, "chatbot", "Sources:")
+    assert "Where is Google Earth?" in page.locator("#chatbot").inner_text()
+    saved = ConversationStore(running_app.models_dir.parent / "data" / "conversations.sqlite3")
+    try:
+        before = len(saved.conversations())
+        page.locator("#delete-chat").click()
+        page.wait_for_function("() => !document.querySelector('#chatbot .message')", polling=200)
+        deadline = time.monotonic() + 30
+        while len(saved.conversations()) != before - 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(saved.conversations()) == before - 1
+    finally:
+        saved.close()
     assert foreign_requests(page.requested) == []

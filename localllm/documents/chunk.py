@@ -14,7 +14,12 @@ _SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+")
 
 def chunk_id(doc_id: str, ordinal: int) -> str:
     """Stable across runs: the same document chunked with the same settings gets the same ids."""
-    return f"{doc_id[:24]}-{ordinal:05d}"
+    return f"{chunk_id_prefix(doc_id)}-{ordinal:05d}"
+
+
+def chunk_id_prefix(doc_id: str) -> str:
+    """The part of every chunk id that names its document."""
+    return doc_id[:24]
 
 
 def _pieces(text: str, count: CountTokens, budget: int) -> Iterator[str]:

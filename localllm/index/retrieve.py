@@ -115,13 +115,13 @@ class Retriever:
             return SearchResult([], 0.0)
         n = max(k, CANDIDATES)
 
-        vector: list[StoredChunk] = []
+        vector: list[tuple[str, float]] = []
         if mode != "lexical":
             t = time.perf_counter()
             embedding = self.embedder.embed_query(query)
             timings["embed"] = time.perf_counter() - t
             t = time.perf_counter()
-            vector = self.store.query(collection, embedding, n, doc_ids=doc_ids)
+            vector = self.store.nearest(collection, embedding, n, doc_ids=doc_ids)
             timings["vector"] = time.perf_counter() - t
         lexical = []
         if mode != "vector":
@@ -129,23 +129,20 @@ class Retriever:
             lexical = self.store.lexical_query(collection, query, n, doc_ids=doc_ids)
             timings["bm25"] = time.perf_counter() - t
 
-        similarity = {c.id: 1.0 - float(c.distance or 0.0) for c in vector}
+        similarity = {chunk_id: 1.0 - distance for chunk_id, distance in vector}
         bm25 = {h.chunk_id: h.score for h in lexical}
         if mode == "vector":
-            order, scores = [c.id for c in vector], similarity
+            order, scores = [chunk_id for chunk_id, _ in vector], similarity
         elif mode == "lexical":
             order, scores = [h.chunk_id for h in lexical], bm25
         else:
-            scores = fuse([[c.id for c in vector], [h.chunk_id for h in lexical]])
+            scores = fuse([[chunk_id for chunk_id, _ in vector], [h.chunk_id for h in lexical]])
             order = sorted(scores, key=lambda key: -scores[key])
 
         reranking = rerank and self.reranker is not None
         keep = order[: max(k, 20) if reranking else k]
-        chunks = {c.id: c for c in vector}
         t = time.perf_counter()
-        chunks.update(
-            {c.id: c for c in self.store.chunks(collection, [i for i in keep if i not in chunks])}
-        )
+        chunks = {c.id: c for c in self.store.chunks(collection, keep)}
         timings["fetch"] = time.perf_counter() - t
         hits = [
             SearchHit(chunks[i], scores[i], similarity.get(i), bm25.get(i))

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from localllm.config import ensure_dir
-from localllm.documents.chunk import search_text
+from localllm.documents.chunk import chunk_id_prefix, search_text
 from localllm.documents.model import Chunk, ParsedDocument
 from localllm.errors import LocalLLMError
 from localllm.index.catalog import Catalog, CollectionInfo, DocumentRecord
@@ -122,6 +122,7 @@ class DocumentStore:
         self.folder = ensure_dir(folder)
         self._lock = _WriterLock(self.folder / ".writer.lock")
         self._lexical_indexes: dict[str, LexicalIndex] = {}
+        self._handles: dict[str, Any] = {}
         try:
             self.catalog = Catalog(self.folder / "catalog.sqlite3")
             self._client = chromadb.PersistentClient(
@@ -135,12 +136,14 @@ class DocumentStore:
 
     # collections
     def _chroma(self, info: CollectionInfo) -> Any:
-        return self._client.get_or_create_collection(
-            info.chroma_name,
-            embedding_function=None,  # never Chroma's default, which fetches a model
-            configuration={"hnsw": {"space": "cosine"}},
-            metadata={"localllm_name": info.name},
-        )
+        if info.chroma_name not in self._handles:
+            self._handles[info.chroma_name] = self._client.get_or_create_collection(
+                info.chroma_name,
+                embedding_function=None,  # never Chroma's default, which fetches a model
+                configuration={"hnsw": {"space": "cosine"}},
+                metadata={"localllm_name": info.name},
+            )
+        return self._handles[info.chroma_name]
 
     def _lexical(self, info: CollectionInfo) -> LexicalIndex:
         if info.chroma_name not in self._lexical_indexes:
@@ -182,6 +185,7 @@ class DocumentStore:
         with self.catalog.transaction():
             for record in self.catalog.documents(name, status=None):
                 self.catalog.set_status(name, record.doc_id, "deleting")
+        self._handles.pop(info.chroma_name, None)
         with contextlib.suppress(Exception):  # already gone
             self._client.delete_collection(info.chroma_name)
         self._lexical(info).destroy()
@@ -351,6 +355,39 @@ class DocumentStore:
             )
         ]
         return [h for h in hits if h.doc_id in ready]
+
+    @_locked
+    def nearest(
+        self,
+        collection: str,
+        embedding: np.ndarray,
+        n: int = 50,
+        *,
+        doc_ids: Sequence[str] | None = None,
+    ) -> list[tuple[str, float]]:
+        """(chunk id, cosine distance) of the nearest chunks of fully indexed documents: ids only,
+        which is several times faster than `query` at 100k chunks; `chunks()` fetches the text."""
+        target = self._chroma(self.collection(collection))
+        documents = self.catalog.documents(collection)
+        if doc_ids is not None:
+            documents = [d for d in documents if d.doc_id in set(doc_ids)]
+        ready = {d.doc_id for d in documents}
+        stored = sum(d.chunks for d in documents)  # Chroma's own count() takes ~10 ms at 100k
+        if not stored:
+            return []
+        where = {"doc_id": {"$in": sorted(ready)}} if doc_ids is not None else None
+        got = target.query(
+            query_embeddings=[embedding],
+            n_results=min(n, stored),
+            where=where,
+            include=["distances"],
+        )
+        prefixes = {chunk_id_prefix(d) for d in ready}
+        return [
+            (i, float(d))
+            for i, d in zip(got["ids"][0], got["distances"][0], strict=True)
+            if i.rsplit("-", 1)[0] in prefixes
+        ]
 
     @_locked
     def lexical_query(
