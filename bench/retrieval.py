@@ -117,6 +117,27 @@ def quality(services: Any, model: Any, rerank_n: int) -> list[dict[str, Any]]:
     return rows
 
 
+def answers(services: Any, model: Any, n_answerable: int) -> list[dict[str, Any]]:
+    """`eval answers` on each set: some answerable questions and the unanswerable ones."""
+    from localllm.eval.metrics import load_qa
+    from localllm.eval.runs import evaluate_answers
+    from localllm.llm.manager import params_from_settings
+
+    params = params_from_settings(services.settings, temperature=0.0, seed=0, max_tokens=96)
+    unanswerable = load_qa(BENCH / "eval" / "unanswerable.jsonl")
+    rows = []
+    for collection, (qa_path, _files) in EVAL_SETS.items():
+        items = subset([q for q in load_qa(qa_path) if q.doc and q.page], n_answerable)
+        t = time.perf_counter()
+        scores, details = evaluate_answers(
+            services.grounded(), model, [*items, *unanswerable], collection, params
+        )
+        gated = sum(1 for d in details if d["doc"] is None and not d["sources"])
+        rows.append({"set": collection, **scores.to_dict(), "declined_without_model": gated})
+        say(f"answers {collection}: {scores.to_dict()} ({time.perf_counter() - t:.0f} s)")
+    return rows
+
+
 # 2. latency at scale -------------------------------------------------------------------------
 
 
@@ -422,6 +443,21 @@ def table(payload: dict[str, Any]) -> str:
             f"{r['q2_tokens_in_cache']} | "
             f"{r['warm_model_ttft_s']:.2f} | {r['cold_model_ttft_s']:.2f} | {r['prepare_s']:.2f} |"
         )
+    lines += [
+        "",
+        "**Answers end to end** (`localllm eval answers`: the bundled model, temperature 0, up to 96 "
+        "tokens; answerable questions from the set, plus the 20 of bench/eval/unanswerable.jsonl)",
+        "",
+        "| set | answerable | a source holds the page | a cited source holds it | answered "
+        "| unanswerable | declined | declined without asking the model | p50 s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in payload["answers"]:
+        lines.append(
+            f"| {r['set']} | {r['answerable']} | {r['source_has_page']:.2f} | "
+            f"{r['cited_has_page']:.2f} | {r['answered']:.2f} | {r['unanswerable']} | "
+            f"{r['declined_unanswerable']:.2f} | {r['declined_without_model']} | {r['p50_s']:.1f} |"
+        )
     lines += ["", f"Targets: {t}"]
     return "\n".join(lines)
 
@@ -433,6 +469,7 @@ def main() -> None:
     parser.add_argument("--rerank-questions", type=int, default=12, help="per eval set")
     parser.add_argument("--target-chunks", type=int, default=100_000)
     parser.add_argument("--ttft-questions", type=int, default=8)
+    parser.add_argument("--answer-questions", type=int, default=12, help="answerable, per set")
     parser.add_argument("--scale-files", nargs="*", default=SCALE_FILES)
     parser.add_argument("--skip-scale", action="store_true", help="for a quick check")
     args = parser.parse_args()
@@ -452,6 +489,7 @@ def main() -> None:
         model = services.models.get("bundled")
         quality_rows = quality(services, model, args.rerank_questions)
         ttft_result = ttft(services, model, args.ttft_questions)
+        answer_rows = answers(services, model, args.answer_questions)
         embedder_name = services.embedder.backend_name
         services.models.close()  # the model is not needed any more: free its memory
         queries = [q.question for path, _ in EVAL_SETS.values() for q in load_qa(path)]
@@ -494,6 +532,7 @@ def main() -> None:
         "quality": quality_rows,
         "scale": scale_result,
         "ttft": ttft_result,
+        "answers": answer_rows,
         "targets": targets,
         "run_s": time.perf_counter() - STARTED,
     }

@@ -102,3 +102,23 @@ def test_the_web_app_serves_and_answers_with_no_network(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ANSWER:" in result.stdout
+
+
+def test_ingest_search_and_ask_with_no_network(tmp_path: Path) -> None:
+    env = cli_env(
+        LOCALLLM_MODELS_DIR=str(tmp_path / "models"),
+        LOCALLLM_DOCS_STORE=str(tmp_path / "docs_store"),
+        LOCALLLM_CONVERSATIONS_PATH=str(tmp_path / "conversations.sqlite3"),
+    )
+    notes = tmp_path / "notes.md"
+    notes.write_text("# Garden\n\nThe heron nests by the north pond every spring.\n")
+    ingested = run_without_network("ingest", str(notes), "--json", env=env)
+    assert ingested.returncode == 0, ingested.stderr
+    found = run_without_network("search", "where does the heron nest", "--json", env=env)
+    assert found.returncode == 0, found.stderr
+    assert "north pond" in json.loads(found.stdout)[0]["text"]
+    asked = run_without_network(
+        "ask", "Where does the heron nest?", "--json", "--max-tokens", "24", env=env
+    )
+    assert asked.returncode == 0, asked.stderr
+    assert json.loads(asked.stdout)["sources"][0]["file"] == "notes.md"

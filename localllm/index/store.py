@@ -329,32 +329,12 @@ class DocumentStore:
         doc_ids: Sequence[str] | None = None,
     ) -> list[StoredChunk]:
         """Nearest chunks by cosine distance, from documents that are fully indexed."""
-        target = self._chroma(self.collection(collection))
-        ready = {d.doc_id for d in self.catalog.documents(collection)}
-        if doc_ids is not None:
-            ready &= set(doc_ids)
-        if not ready:
-            return []
-        where = None
-        if doc_ids is not None:
-            where = {"doc_id": {"$in": sorted(ready)}}
-        got = target.query(
-            query_embeddings=[embedding],
-            n_results=min(k, int(target.count())),
-            where=where,
-            include=["documents", "metadatas", "distances"],
-        )
-        hits = [
-            _stored(i, t, m, d)
-            for i, t, m, d in zip(
-                got["ids"][0],
-                got["documents"][0],
-                got["metadatas"][0],
-                got["distances"][0],
-                strict=True,
-            )
-        ]
-        return [h for h in hits if h.doc_id in ready]
+        nearest = self.nearest(collection, embedding, k, doc_ids=doc_ids)
+        distances = dict(nearest)
+        found = self.chunks(collection, list(distances))
+        for chunk in found:
+            chunk.distance = distances[chunk.id]
+        return found
 
     @_locked
     def nearest(
