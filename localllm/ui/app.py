@@ -6,6 +6,7 @@ from typing import Any
 
 import gradio as gr
 
+from localllm.api import build_router
 from localllm.config import Settings
 from localllm.services import Services
 from localllm.ui.chat import build_chat_tab, collection_choices
@@ -49,8 +50,11 @@ def launch(
         "server_port": port or settings.port,
         "theme": THEME,
         "show_error": True,
-        "prevent_thread_lock": not block,
+        "prevent_thread_lock": True,
         "footer_links": ["api", "settings"],
     }
     demo.launch(**kwargs)
+    demo.app.include_router(build_router(services))
+    if block:
+        demo.block_thread()
     return demo, services

@@ -1,0 +1,156 @@
+"""The OpenAI-compatible API, driven by the official `openai` client against the running app."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+import pytest
+from gradio_client import Client, handle_file
+from openai import OpenAI
+
+from tests.conftest import RunningApp
+from tests.corpus import corpus_file
+
+COLLECTION = "faq-openai"
+
+
+@pytest.fixture(scope="module")
+def client(running_app: RunningApp) -> OpenAI:
+    return OpenAI(base_url=running_app.url + "v1", api_key="unused", max_retries=0, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def faq(running_app: RunningApp) -> str:
+    status, *_ = Client(running_app.url, verbose=False).predict(
+        [handle_file(str(corpus_file("debian-faq.en.pdf")))],
+        [],
+        COLLECTION,
+        False,
+        api_name="/ingest",
+    )
+    assert "1 added" in status or "unchanged" in status, status
+    return COLLECTION
+
+
+def post(url: str, body: bytes) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(
+        url, data=body, headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=120) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_models_and_a_plain_answer(client: OpenAI) -> None:
+    names = [m.id for m in client.models.list()]
+    assert "SmolLM2-135M-Instruct.Q4_1.gguf" in names
+    reply = client.chat.completions.create(
+        model=names[0],
+        messages=[{"role": "user", "content": "What is the capital of France?"}],
+        max_tokens=24,
+        temperature=0,
+    )
+    assert reply.choices[0].message.content and reply.choices[0].message.content.strip()
+    assert reply.usage is not None and reply.usage.completion_tokens > 0
+    assert getattr(reply, "sources", None) is None
+
+
+def test_plain_answer_streams(client: OpenAI) -> None:
+    stream = client.chat.completions.create(
+        model="bundled",
+        messages=[{"role": "user", "content": "Count from one to five."}],
+        max_tokens=32,
+        stream=True,
+    )
+    pieces = [
+        c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content
+    ]
+    assert len(pieces) > 3 and "".join(pieces).strip()
+
+
+def test_grounded_answer_has_sources(client: OpenAI, faq: str) -> None:
+    reply = client.chat.completions.create(
+        model="bundled",
+        messages=[{"role": "user", "content": "Where is Google Earth?"}],
+        max_tokens=48,
+        temperature=0,
+        extra_body={"collection": faq},
+    )
+    sources = reply.model_extra["sources"]  # type: ignore[index]
+    assert sources and {"n", "file", "page", "text", "score"} <= sources[0].keys()
+    assert any(s["file"] == "debian-faq.en.pdf" and s["page"] == 28 for s in sources)
+    assert reply.choices[0].message.content
+
+    stream = client.chat.completions.create(
+        model="bundled",
+        messages=[{"role": "user", "content": "Where is Google Earth?"}],
+        max_tokens=24,
+        stream=True,
+        extra_body={"collection": faq},
+    )
+    chunks = list(stream)
+    assert any(s["page"] == 28 for s in chunks[0].model_extra["sources"])  # type: ignore[index]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip()
+
+    declined = client.chat.completions.create(
+        model="bundled",
+        messages=[{"role": "user", "content": "What is the capital of Australia?"}],
+        extra_body={"collection": faq},
+    )
+    assert "can't find that in your documents" in (declined.choices[0].message.content or "")
+    assert declined.model_extra["sources"] == []  # type: ignore[index]
+
+
+def test_embeddings(client: OpenAI) -> None:
+    got = client.embeddings.create(model="any", input=["a heron", "a pond"])
+    assert [e.index for e in got.data] == [0, 1]
+    assert len(got.data[0].embedding) == 384 and got.data[0].embedding != got.data[1].embedding
+
+
+def test_bad_requests_get_400_with_the_reason(running_app: RunningApp, client: OpenAI) -> None:
+    url = running_app.url + "v1/chat/completions"
+    status, body = post(url, b"{not json")
+    assert status == 400 and "not valid JSON" in body["error"]["message"]
+    status, body = post(url, json.dumps({"messages": []}).encode())
+    assert status == 400 and "messages" in body["error"]["message"]
+    status, body = post(
+        url, json.dumps({"messages": [{"role": "wizard", "content": "hi"}]}).encode()
+    )
+    assert status == 400 and "role" in body["error"]["message"]
+    status, body = post(
+        url,
+        json.dumps(
+            {"messages": [{"role": "user", "content": "hi"}], "collection": "nope"}
+        ).encode(),
+    )
+    assert status == 400 and "no collection named 'nope'" in body["error"]["message"]
+    status, body = post(
+        url,
+        json.dumps(
+            {"model": "missing.gguf", "messages": [{"role": "user", "content": "hi"}]}
+        ).encode(),
+    )
+    assert status == 404 and "missing.gguf" in body["error"]["message"]
+    status, body = post(running_app.url + "v1/embeddings", json.dumps({"input": ""}).encode())
+    assert status == 400
+
+
+def test_twenty_concurrent_requests_are_all_answered(client: OpenAI) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def ask(i: int) -> str:
+        reply = client.chat.completions.create(
+            model="bundled",
+            messages=[{"role": "user", "content": f"Say the number {i}."}],
+            max_tokens=8,
+        )
+        return reply.choices[0].message.content or ""
+
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(ask, range(20)))
+    assert len(answers) == 20 and all(a.strip() for a in answers)
