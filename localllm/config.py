@@ -75,6 +75,18 @@ class Settings(BaseSettings):
         Path("data/conversations.sqlite3"), description="Saved chats and answer feedback."
     )
 
+    chroma_url: str | None = Field(
+        None, description="A Chroma server (http://host:8000) instead of the embedded store."
+    )
+    llm_url: str | None = Field(
+        None,
+        description="An OpenAI-compatible server (…/v1) that generates instead of llama.cpp here.",
+    )
+    llm_api_key: str | None = Field(None, description="The key for llm_url, if it needs one.")
+    auth_path: Path = Field(
+        Path("data/auth.json"), description="UI users and API keys, hashed; none: no login."
+    )
+
     allow_downloads: bool = Field(
         False, description="Opt in to Hugging Face Hub downloads; off means no network calls."
     )
