@@ -12,10 +12,11 @@ import uuid
 from collections.abc import Iterator
 from typing import Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field, ValidationError
 
+from localllm.auth import AuthStore
 from localllm.errors import LocalLLMError, ModelNotFoundError
 from localllm.llm.base import Message
 from localllm.llm.catalog import chat_models
@@ -81,8 +82,21 @@ def _history(messages: list[ChatMessage]) -> tuple[list[Turn], str]:
 
 
 def build_router(services: Services) -> APIRouter:
-    router = APIRouter(prefix="/v1")
     settings = services.settings
+    access = AuthStore(settings.auth_path)
+
+    def require_key(request: Request) -> None:
+        if not access.enabled:
+            return
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not access.check_key(key.strip()):
+            raise HTTPException(
+                401,
+                detail={"message": "invalid or missing API key", "type": "authentication_error"},
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    router = APIRouter(prefix="/v1", dependencies=[Depends(require_key)])
 
     @router.get("/models")
     def models() -> dict[str, Any]:

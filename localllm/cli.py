@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from localllm.cli_auth import add_commands as add_auth_commands
 from localllm.cli_rag import add_commands
 from localllm.config import Settings
 from localllm.errors import LocalLLMError
@@ -244,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     docs.set_defaults(func=cmd_docs)
 
     add_commands(sub)
+    add_auth_commands(sub)
 
     serve = sub.add_parser("serve", help="start the app (web UI)")
     serve.add_argument("--host")

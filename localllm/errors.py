@@ -23,3 +23,7 @@ class DownloadError(LocalLLMError):
 
 class DownloadsDisabledError(DownloadError):
     pass
+
+
+class RemoteModelError(LocalLLMError):
+    """The OpenAI-compatible server of `llm_url` is unreachable, refused us, or failed mid-answer."""

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import gradio as gr
 
 from localllm.api import build_router
+from localllm.auth import AuthStore, is_local
 from localllm.config import Settings
 from localllm.services import Services
 from localllm.ui.chat import build_chat_tab, collection_choices
 from localllm.ui.documents import build_documents_tab
 from localllm.ui.models import build_models_tab
+
+log = logging.getLogger(__name__)
 
 # System fonts only: nothing is fetched from a font host, so an air-gapped browser renders at once.
 THEME = gr.themes.Default(
@@ -53,6 +57,19 @@ def launch(
         "prevent_thread_lock": True,
         "footer_links": ["api", "settings"],
     }
+    access = AuthStore(settings.auth_path)
+    if access.enabled:
+        kwargs["auth"] = access.check_user
+        kwargs["auth_message"] = "LocalLLM: sign in"
+        if not access.users():
+            log.warning("API keys are set but no UI user: add one with `localllm auth add-user`")
+    elif not is_local(kwargs["server_name"]):
+        log.warning(
+            "LocalLLM is listening on %s with no login: anyone who can reach this address can "
+            "read your documents and use the model. Add a user and an API key with "
+            "`localllm auth add-user NAME` and `localllm auth add-key NAME`.",
+            kwargs["server_name"],
+        )
     demo.launch(**kwargs)
     demo.app.include_router(build_router(services))
     if block:
