@@ -83,6 +83,7 @@ class Settings(BaseSettings):
         description="An OpenAI-compatible server (…/v1) that generates instead of llama.cpp here.",
     )
     llm_api_key: str | None = Field(None, description="The key for llm_url, if it needs one.")
+    max_upload_mb: int = Field(200, ge=1, description="Largest file the web UI accepts.")
     auth_path: Path = Field(
         Path("data/auth.json"), description="UI users and API keys, hashed; none: no login."
     )

@@ -35,7 +35,9 @@ class Services:
             if self._store is None:
                 from localllm.index.store import DocumentStore
 
-                self._store = DocumentStore(self.settings.docs_store)
+                self._store = DocumentStore(
+                    self.settings.docs_store, chroma_url=self.settings.chroma_url
+                )
             return self._store
 
     @property

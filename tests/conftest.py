@@ -131,6 +131,7 @@ def running_app(
         LOCALLLM_RUNS_DIR=str(data / "runs"),
         LOCALLLM_CONFIG=str(data / "absent.toml"),
         LOCALLLM_MAX_TOKENS="48",
+        LOCALLLM_MAX_UPLOAD_MB="20",
         LOCALLLM_CACHE_DIR=str(shared_cache),
     )
     log = (data / "app.log").open("w")

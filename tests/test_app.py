@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.request
 from typing import Any
 
 from gradio_client import Client, handle_file
@@ -106,3 +109,49 @@ def test_grounded_answer_cites_the_page_over_the_api(running_app: RunningApp) ->
     # The conversation was saved: both questions are in the saved list's newest entry.
     saved = client.predict("Where is Google Earth?", collection_name="", api_name="/chat")[4]
     assert saved["choices"], "the conversation list holds the saved chat"
+
+
+def _upload(url: str, filename: str, data: bytes) -> tuple[int, str]:
+    """A raw multipart upload to Gradio, with whatever file name a client claims."""
+    boundary = "localllm-test-boundary"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{filename}"\r\n'
+            "Content-Type: text/markdown\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    request = urllib.request.Request(
+        url + "gradio_api/upload",
+        data=body,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def test_upload_names_cannot_escape_and_size_is_capped(running_app: RunningApp) -> None:
+    data_dir = running_app.models_dir.parent
+    escape = data_dir.parent / "escaped-upload.md"
+    status, body = _upload(
+        running_app.url, "../../../escaped-upload.md", b"# Notes\n\nThe kestrel hunts at dusk.\n"
+    )
+    assert status == 200, body
+    uploaded = json.loads(body)[0]
+    client = Client(running_app.url, verbose=False)
+    status_text, *_ = client.predict(
+        [handle_file(uploaded)], [], "uploads", False, api_name="/ingest"
+    )
+    assert "1 added" in status_text, status_text
+    assert not escape.exists()
+    kept = [p for p in (data_dir / "docs_store" / "uploads").rglob("*") if p.is_file()]
+    assert kept and all(p.resolve().is_relative_to(data_dir.resolve()) for p in kept)
+    assert not any(".." in p.name for p in kept)
+
+    status, body = _upload(running_app.url, "big.md", b"x" * (21 * 2**20))
+    assert status == 413, (status, body[:200])

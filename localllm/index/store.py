@@ -1,5 +1,10 @@
 """The vector store: Chroma on disk under docs_store/, our own embeddings, one writer process.
 
+With a Chroma server (Settings.chroma_url) only the vectors go to the server; the catalog, the BM25
+indexes and the writer lock stay in docs_store/, which is this app's own. Its collections on the server
+carry docs_store/'s id, so several apps may share one server. A server that is down gives a StoreError
+naming it, and the next call tries again.
+
 Writes are all-or-nothing per document. Chroma has no transactions, so the catalog (catalog.py) marks
 a document 'indexing' before its chunks go in and 'ready' only after; a replaced or deleted document is
 marked 'deleting' before its chunks go. Opening the store undoes what a crash left half-done.
@@ -14,6 +19,8 @@ import json
 import os
 import threading
 import time
+import urllib.parse
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,11 +110,74 @@ def _stored(chunk_id: str, text: str, meta: dict[str, Any], distance: float | No
     )
 
 
+def server_address(url: str) -> tuple[str, int, bool]:
+    """(host, port, ssl) of a Chroma server URL; the port defaults to 443 for https, else 8000."""
+    parts = urllib.parse.urlsplit(url.strip())
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == -1:
+        raise StoreError(
+            f"{url!r} is not a Chroma server URL (LOCALLLM_CHROMA_URL, like http://127.0.0.1:8000)"
+        )
+    if parts.path.strip("/") or parts.query:
+        raise StoreError(
+            f"the Chroma server URL {url!r} should have no path (like http://host:8000)"
+        )
+    https = parts.scheme == "https"
+    return parts.hostname, port or (443 if https else 8000), https
+
+
+def _open_server(url: str) -> Any:
+    import chromadb
+    import httpx
+
+    host, port, ssl = server_address(url)
+    try:
+        client = chromadb.HttpClient(
+            host=host,
+            port=port,
+            ssl=ssl,
+            settings=chromadb.Settings(anonymized_telemetry=False),
+        )
+    except Exception as e:
+        raise StoreError(f"the Chroma server at {url} is not reachable: {_reason(e)}") from e
+    # Chroma's client waits forever on a server that hangs; the lock would be held as long.
+    session = getattr(getattr(client, "_server", None), "_session", None)
+    if isinstance(session, httpx.Client):
+        session.timeout = httpx.Timeout(120.0, connect=10.0)
+    return client
+
+
+def _reason(error: BaseException) -> str:
+    return str(error) or type(error).__name__
+
+
 def _locked(method: Callable[..., T]) -> Callable[..., T]:
+    """Run under the store's mutex; with a Chroma server, turn its failures into a StoreError."""
+
     @functools.wraps(method)
     def wrapper(self: DocumentStore, *args: Any, **kwargs: Any) -> T:
         with self._mutex:
-            return method(self, *args, **kwargs)
+            if self.chroma_url is None:
+                return method(self, *args, **kwargs)
+            outermost = not self._depth
+            self._depth += 1
+            try:
+                if outermost and self._unsettled:
+                    self._unsettled = False
+                    self.recover()  # what a failed call left half-done (the server may be back)
+                return method(self, *args, **kwargs)
+            except LocalLLMError:
+                raise
+            except Exception as e:
+                error = self._server_error(e)
+                if error is None:
+                    raise
+                raise error from e
+            finally:
+                self._depth -= 1
 
     return wrapper
 
@@ -115,30 +185,74 @@ def _locked(method: Callable[..., T]) -> Callable[..., T]:
 class DocumentStore:
     """One process's handle on docs_store/; its methods may be called from several threads."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, chroma_url: str | None = None) -> None:
+        """The store in `folder`; with `chroma_url` (http[s]://host:port) its vectors live on that
+        Chroma server. Raises StoreError where the server is not reachable."""
         import chromadb
 
         self._mutex = threading.RLock()
+        self.chroma_url = chroma_url.strip().rstrip("/") if chroma_url else None
+        if self.chroma_url is not None:
+            server_address(self.chroma_url)  # a malformed URL fails before anything is opened
+        self._depth = 0
+        self._unsettled = False  # a call failed on the server: recover before the next one
         self.folder = ensure_dir(folder)
         self._lock = _WriterLock(self.folder / ".writer.lock")
         self._lexical_indexes: dict[str, LexicalIndex] = {}
         self._handles: dict[str, Any] = {}
+        catalog: Catalog | None = None
+        self._client: Any = None
         try:
-            self.catalog = Catalog(self.folder / "catalog.sqlite3")
-            self._client = chromadb.PersistentClient(
-                path=str(self.folder / "chroma"),
-                settings=chromadb.Settings(anonymized_telemetry=False, allow_reset=False),
-            )
-        except Exception:
+            self.catalog = catalog = Catalog(self.folder / "catalog.sqlite3")
+            if self.chroma_url is None:
+                self._client = chromadb.PersistentClient(
+                    path=str(self.folder / "chroma"),
+                    settings=chromadb.Settings(anonymized_telemetry=False, allow_reset=False),
+                )
+                self._suffix = ""
+            else:
+                self._client = _open_server(self.chroma_url)
+                self._suffix = "-" + self._store_id()
+            self.recover()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                if self._client is not None:
+                    self._client.close()
+            if catalog is not None:
+                catalog.close()
             self._lock.release()
             raise
-        self.recover()
+
+    def _store_id(self) -> str:
+        """This docs_store's id, made once: it names its collections on a shared Chroma server."""
+        path = self.folder / "server_id"
+        if not path.is_file():
+            fresh = path.with_name(path.name + ".new")
+            fresh.write_text(uuid.uuid4().hex[:12])
+            fresh.replace(path)
+        return path.read_text().strip()
+
+    def _server_error(self, error: Exception) -> StoreError | None:
+        """A StoreError for a Chroma server's failure (None: not the server's); drops what may be
+        stale (collection handles) and has the next call finish what this one left half-done."""
+        import httpx
+        from chromadb.errors import ChromaError
+
+        if isinstance(error, httpx.TransportError):
+            message = f"the Chroma server at {self.chroma_url} is not reachable: {_reason(error)}"
+        elif isinstance(error, (ChromaError, httpx.HTTPStatusError)):
+            message = f"the Chroma server at {self.chroma_url} failed: {_reason(error)}"
+        else:
+            return None
+        self._handles.clear()
+        self._unsettled = True
+        return StoreError(message)
 
     # collections
     def _chroma(self, info: CollectionInfo) -> Any:
         if info.chroma_name not in self._handles:
             self._handles[info.chroma_name] = self._client.get_or_create_collection(
-                info.chroma_name,
+                info.chroma_name + self._suffix,
                 embedding_function=None,  # never Chroma's default, which fetches a model
                 configuration={"hnsw": {"space": "cosine"}},
                 metadata={"localllm_name": info.name},
@@ -186,8 +300,13 @@ class DocumentStore:
             for record in self.catalog.documents(name, status=None):
                 self.catalog.set_status(name, record.doc_id, "deleting")
         self._handles.pop(info.chroma_name, None)
-        with contextlib.suppress(Exception):  # already gone
-            self._client.delete_collection(info.chroma_name)
+        from chromadb.errors import NotFoundError
+
+        try:
+            self._client.delete_collection(info.chroma_name + self._suffix)
+        except Exception as e:  # already gone is fine; a server that fails is not
+            if self.chroma_url is not None and not isinstance(e, NotFoundError):
+                raise
         self._lexical(info).destroy()
         self.catalog.remove_collection(name)
 

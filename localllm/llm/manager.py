@@ -9,6 +9,9 @@ from localllm.config import Settings
 from localllm.llm.base import GenerationParams
 from localllm.llm.catalog import ModelInfo, resolve
 from localllm.llm.llamacpp import LlamaCppChatModel, backend_name
+from localllm.llm.remote import RemoteChatModel
+
+LoadedModel = LlamaCppChatModel | RemoteChatModel
 
 
 @dataclass(frozen=True)
@@ -32,18 +35,23 @@ class ModelManager:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._lock = threading.Lock()
-        self._model: LlamaCppChatModel | None = None
+        self._model: LoadedModel | None = None
         self._key: tuple[str, LoadOptions] | None = None
         self.info: ModelInfo | None = None
 
     @property
-    def loaded(self) -> LlamaCppChatModel | None:
+    def loaded(self) -> LoadedModel | None:
         return self._model
 
-    def get(self, name: str | None = None, options: LoadOptions | None = None) -> LlamaCppChatModel:
-        """The model called `name` (default: settings.default_model), loading it if needed."""
-        info = resolve(self.settings, name)
+    def get(self, name: str | None = None, options: LoadOptions | None = None) -> LoadedModel:
+        """The model called `name` (default: settings.default_model), loading it if needed.
+
+        With settings.llm_url, a model on that server instead: `name` if the server lists it, else
+        the server's first model."""
         options = options or LoadOptions.from_settings(self.settings)
+        if self.settings.llm_url:
+            return self._remote(name, options)
+        info = resolve(self.settings, name)
         key = (info.path, options)
         with self._lock:
             if self._model is not None and self._key == key:
@@ -63,6 +71,22 @@ class ModelManager:
             self._key, self.info = key, info
             return self._model
 
+    def _remote(self, name: str | None, options: LoadOptions) -> RemoteChatModel:
+        url = str(self.settings.llm_url)
+        key = (f"remote:{name or self.settings.default_model}", options)
+        with self._lock:
+            if isinstance(self._model, RemoteChatModel) and self._key == key:
+                return self._model
+            self._release()
+            model = RemoteChatModel(
+                url,
+                name=name or self.settings.default_model,
+                api_key=self.settings.llm_api_key,
+                context_size=options.context_size,
+            )
+            self._model, self._key = model, key
+            return model
+
     def _release(self) -> None:
         if self._model is not None:
             self._model.close()
@@ -75,8 +99,15 @@ class ModelManager:
     def describe_loaded(self) -> str:
         """One line for the UI: which model, backend, threads and context are active."""
         model = self._model
+        if self.settings.llm_url and (model is None or isinstance(model, RemoteChatModel)):
+            if model is None:
+                return f"No model loaded yet · remote: {self.settings.llm_url}"
+            return (
+                f"remote: {model.url} · model {model.name} · context: {model.context_length} tokens"
+            )
         if model is None:
             return f"No model loaded yet · backend: {backend_name()}"
+        assert isinstance(model, LlamaCppChatModel)
         parts = [
             model.name,
             f"backend: {backend_name()}",

@@ -56,6 +56,7 @@ def launch(
         "show_error": True,
         "prevent_thread_lock": True,
         "footer_links": ["api", "settings"],
+        "max_file_size": f"{settings.max_upload_mb}mb",
     }
     access = AuthStore(settings.auth_path)
     if access.enabled:

@@ -9,6 +9,7 @@ from typing import Any
 
 import gradio as gr
 
+from localllm.documents.parse import SUPPORTED_EXTENSIONS
 from localllm.errors import LocalLLMError
 from localllm.index.jobs import IngestJob
 from localllm.index.store import DEFAULT_COLLECTION
@@ -53,7 +54,12 @@ def build_documents_tab(services: Services, demo: gr.Blocks) -> None:
     job_id = gr.State("")
     with gr.Row():
         with gr.Column(scale=2):
-            files = gr.File(label="Drop files here", file_count="multiple", elem_id="upload-files")
+            files = gr.File(
+                label="Drop files here",
+                file_count="multiple",
+                file_types=sorted(SUPPORTED_EXTENSIONS),
+                elem_id="upload-files",
+            )
             folder = gr.File(
                 label="...or a folder", file_count="directory", elem_id="upload-folder"
             )
