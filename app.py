@@ -2,10 +2,13 @@
 
 from localllm.config import Settings
 from localllm.privacy import apply_privacy
+from localllm.spaces import on_spaces, spaces_settings
 
 
 def main() -> None:
     settings = Settings()
+    if on_spaces():
+        settings = spaces_settings(settings)
     apply_privacy(settings)
     from localllm.ui import launch
 

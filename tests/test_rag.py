@@ -403,3 +403,12 @@ def test_a_grounded_conversation_is_saved_and_continues(
     gone = Source.from_dict({**cited.to_dict(), "doc_id": "0" * 64})
     with pytest.raises(StoreError, match="no longer in collection"):
         source_page(faq_services.store, "faq", gone)
+
+
+def test_words_rescue_a_question_the_embedder_scores_low(
+    faq_services: Services, model: LlamaCppChatModel, params: GenerationParams
+) -> None:
+    strict = GroundedChat(faq_services.retriever(), min_similarity=0.99)  # meaning never enough
+    kept = strict.prepare(model, HOLD_QUESTION, "faq", params)
+    assert not kept.declined, "a passage holds every content word of the question"
+    assert strict.prepare(model, OUT_OF_CORPUS, "faq", params).declined

@@ -51,6 +51,43 @@ def tokenize(texts: Sequence[str]) -> list[list[str]]:
     return [list(t) for t in tokens]  # type: ignore[union-attr]
 
 
+# Words that make a question a question (bm25s's English stopwords keep them); stemmed like tokens.
+QUESTION_WORDS = frozenset(
+    [
+        "how",
+        "do",
+        "doe",
+        "did",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "whom",
+        "whi",
+        "can",
+        "could",
+        "should",
+        "would",
+        "will",
+        "may",
+        "might",
+        "must",
+        "tell",
+        "explain",
+        "pleas",
+    ]
+)
+
+
+def term_coverage(query: str, texts: Sequence[str]) -> float:
+    """The largest share of the query's content terms that one of `texts` holds (stemmed)."""
+    wanted = set(tokenize([query])[0]) - QUESTION_WORDS
+    if not wanted or not texts:
+        return 0.0
+    return max(len(wanted & set(tokens)) / len(wanted) for tokens in tokenize(texts))
+
+
 def _fingerprint(doc_ids: Iterable[str]) -> str:
     return hashlib.sha256("\n".join(sorted(doc_ids)).encode()).hexdigest()
 

@@ -7,6 +7,8 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+from localllm.documents.chunk import search_text
+from localllm.index.lexical import term_coverage
 from localllm.index.retrieve import Retriever, SearchHit, SearchResult
 from localllm.llm.base import ChatModel, GenerationParams, Message
 from localllm.rag.prompt import (
@@ -19,6 +21,7 @@ from localllm.rag.prompt import (
     standalone_query,
 )
 
+MIN_TERM_COVERAGE = 2 / 3
 _DECLINES = re.compile(
     r"\b(can ?not|can't|could ?n[o']t|unable to|does ?n[o']t|do not|don't) "
     r"(find|locate|see|answer|contain|mention|say|provide)|not (in|mentioned in|found in) "
@@ -115,6 +118,17 @@ class GroundedChat:
         self.min_similarity = min_similarity
         self.rules = rules
 
+    def _too_far(self, query: str, found: SearchResult) -> bool:
+        """Nothing close by meaning, and no passage holding most of the question's words.
+
+        The words rescue questions MiniLM scores low though a passage plainly matches (technical
+        text, code); the meaning alone declines most out-of-corpus questions without the model.
+        """
+        if found.top_similarity is None or found.top_similarity >= self.min_similarity:
+            return False
+        texts = [search_text(h.chunk.text, h.chunk.section) for h in found.hits]
+        return term_coverage(query, texts) < MIN_TERM_COVERAGE
+
     def prepare(
         self,
         model: ChatModel,
@@ -130,9 +144,7 @@ class GroundedChat:
         found = self.retriever.search(query, collection, k=self.sources, documents=documents)
         timings = {"search": time.perf_counter() - t}
         sources = [as_source(n, hit) for n, hit in enumerate(found.hits, start=1)]
-        declined = not sources or (
-            found.top_similarity is not None and found.top_similarity < self.min_similarity
-        )
+        declined = not sources or self._too_far(query, found)
         t = time.perf_counter()
         messages, kept, dropped = build_messages(
             question,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -11,6 +12,7 @@ from localllm.api import build_router
 from localllm.auth import AuthStore, is_local
 from localllm.config import Settings
 from localllm.services import Services
+from localllm.spaces import SESSION_CAPACITY, on_spaces, prepare_space
 from localllm.ui.chat import build_chat_tab, collection_choices
 from localllm.ui.documents import build_documents_tab
 from localllm.ui.models import build_models_tab
@@ -47,6 +49,9 @@ def launch(
     settings: Settings, *, host: str | None = None, port: int | None = None, block: bool = True
 ) -> tuple[gr.Blocks, Services]:
     services = Services(settings)
+    spaces = on_spaces()
+    if spaces:
+        prepare_space(services, Path(__file__).resolve().parents[2])
     demo = build_app(services)
     demo.queue(default_concurrency_limit=1)
     kwargs: dict[str, Any] = {
@@ -58,6 +63,8 @@ def launch(
         "footer_links": ["api", "settings"],
         "max_file_size": f"{settings.max_upload_mb}mb",
     }
+    if spaces:
+        kwargs["state_session_capacity"] = SESSION_CAPACITY
     access = AuthStore(settings.auth_path)
     if access.enabled:
         kwargs["auth"] = access.check_user
