@@ -50,3 +50,4 @@ bench: $(VENV)/.installed-dev
 	$(PY) bench/chat.py
 	$(PY) bench/ingest.py
 	$(PY) bench/retrieval.py
+	$(PY) bench/serve.py

@@ -6,8 +6,10 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -115,7 +117,7 @@ class RunningApp:
 
 @pytest.fixture(scope="session")
 def running_app(
-    tmp_path_factory: pytest.TempPathFactory, bundled_path: Path
+    tmp_path_factory: pytest.TempPathFactory, bundled_path: Path, shared_cache: Path
 ) -> Iterator[RunningApp]:
     """The real app, started as a user would (`localllm serve`), on a free loopback port.
 
@@ -169,3 +171,49 @@ def running_app(
 
 def chromium_path() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@contextmanager
+def serving(data: Path, host: str = "127.0.0.1", **extra_env: str) -> Iterator[tuple[str, Path]]:
+    """`localllm serve` on `data`'s folders (plus `extra_env`), until the block ends."""
+    port = free_port()
+    log_path = data / "app.log"
+    env = cli_env(
+        LOCALLLM_MODELS_DIR=str(data / "models"),
+        LOCALLLM_DOCS_STORE=str(data / "docs_store"),
+        LOCALLLM_AUTH_PATH=str(data / "auth.json"),
+        LOCALLLM_CONVERSATIONS_PATH=str(data / "conversations.sqlite3"),
+        LOCALLLM_MAX_TOKENS="16",
+        **extra_env,
+    )
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "localllm.cli", "serve", "--host", host, "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=data,
+        )
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + 90
+        try:
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"the app exited: {log_path.read_text()}")
+                try:
+                    with urllib.request.urlopen(url, timeout=2):
+                        break
+                except urllib.error.HTTPError:
+                    break  # answering, if only to say "log in"
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the app did not start: {log_path.read_text()}")
+                time.sleep(0.5)
+            yield url, log_path
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()

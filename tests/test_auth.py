@@ -3,13 +3,9 @@ login and the API for a bearer key; secrets are stored hashed; an open non-local
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -17,53 +13,9 @@ from gradio_client import Client
 from openai import AuthenticationError, OpenAI
 
 from localllm.auth import AuthStore, check_password, hash_password
-from tests.conftest import cli_env, free_port
+from tests.conftest import serving
 
 PASSWORD = "correct horse battery"
-
-
-@contextmanager
-def serving(data: Path, host: str = "127.0.0.1") -> Iterator[tuple[str, Path]]:
-    port = free_port()
-    log_path = data / "app.log"
-    env = cli_env(
-        LOCALLLM_MODELS_DIR=str(data / "models"),
-        LOCALLLM_DOCS_STORE=str(data / "docs_store"),
-        LOCALLLM_AUTH_PATH=str(data / "auth.json"),
-        LOCALLLM_CONVERSATIONS_PATH=str(data / "conversations.sqlite3"),
-        LOCALLLM_MAX_TOKENS="16",
-    )
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "localllm.cli", "serve", "--host", host, "--port", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=data,
-        )
-        url = f"http://127.0.0.1:{port}/"
-        deadline = time.monotonic() + 90
-        try:
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"the app exited: {log_path.read_text()}")
-                try:
-                    with urllib.request.urlopen(url, timeout=2):
-                        break
-                except urllib.error.HTTPError:
-                    break  # answering, if only to say "log in"
-                except OSError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the app did not start: {log_path.read_text()}")
-                time.sleep(0.5)
-            yield url, log_path
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
 
 
 def test_secrets_are_stored_hashed(tmp_path: Path) -> None:

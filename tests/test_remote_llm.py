@@ -4,6 +4,7 @@ server gone at start, gone mid-answer, and refusing a wrong API key."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -11,6 +12,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +21,7 @@ from localllm.llm.base import GenerationParams, Message
 from localllm.llm.manager import ModelManager, params_from_settings
 from localllm.llm.remote import RemoteChatModel
 from localllm.services import Services
-from tests.conftest import free_port, run_cli
+from tests.conftest import free_port, run_cli, serving
 from tests.rag_fixtures import clean_cli_env, clean_settings
 
 pytest.importorskip(
@@ -278,3 +280,40 @@ def test_a_wrong_api_key_is_refused_without_showing_it(tmp_path: Path, shared_ca
             manager.close()
     finally:
         keyed.stop()
+
+
+def test_the_app_survives_its_llm_server_going_away(tmp_path: Path) -> None:
+    """Through the running app's API: answers while the server is up, a clear error naming the
+    server while it is down (the app keeps serving), answers again once it is back."""
+    port = free_port()
+    first = Server(port, tmp_path / "server1.log")
+    try:
+        with serving(tmp_path, LOCALLLM_LLM_URL=first.url) as (url, _log):
+            api = url + "v1/chat/completions"
+            body = json.dumps({"messages": HELLO, "max_tokens": 8}).encode()
+
+            def ask() -> tuple[int, dict[str, Any]]:
+                request = urllib.request.Request(
+                    api, data=body, headers={"Content-Type": "application/json"}, method="POST"
+                )
+                try:
+                    with urllib.request.urlopen(request, timeout=120) as r:
+                        return r.status, json.loads(r.read())
+                except urllib.error.HTTPError as e:
+                    return e.code, json.loads(e.read())
+
+            status, reply = ask()
+            assert status == 200 and reply["choices"][0]["message"]["content"].strip()
+            first.stop()
+            status, reply = ask()
+            assert status >= 400 and f"127.0.0.1:{port}" in reply["error"]["message"]
+            with urllib.request.urlopen(url + "v1/models", timeout=30) as r:
+                assert r.status == 200, "the app itself keeps serving"
+            second = Server(port, tmp_path / "server2.log")
+            try:
+                status, reply = ask()
+                assert status == 200 and reply["choices"][0]["message"]["content"].strip()
+            finally:
+                second.stop()
+    finally:
+        first.stop()

@@ -13,6 +13,7 @@ from localllm.documents.chunk import chunk_document, search_text
 from localllm.documents.model import DocumentError, ParsedDocument
 from localllm.documents.parse import SUPPORTED_EXTENSIONS, ParseCancelled, parse_file
 from localllm.documents.scrub import scrub
+from localllm.errors import LocalLLMError
 from localllm.index.embed import Embedder, EmbeddingCancelled
 from localllm.index.store import DEFAULT_COLLECTION, DocumentStore
 
@@ -152,6 +153,8 @@ class Ingestor:
                 break
             except DocumentError as e:
                 result = FileResult(name, str(path), "failed", error=str(e))
+            except LocalLLMError as e:  # the store said why (a Chroma server gone, ...)
+                result = FileResult(name, str(path), "failed", error=f"{name}: {e}")
             except Exception as e:  # a bug or a library failure: this file fails, the batch goes on
                 log.exception("ingest of %s failed", path)
                 result = FileResult(

@@ -151,6 +151,15 @@ def _open_server(url: str) -> Any:
 
 
 def _reason(error: BaseException) -> str:
+    """The most telling message: a network error's own ("Connection refused"), where Chroma wraps
+    it in one of its own ("Could not connect to a Chroma server...")."""
+    import httpx
+
+    cause = error.__cause__ or error.__context__
+    while cause is not None and not isinstance(error, httpx.TransportError):
+        if isinstance(cause, httpx.TransportError):
+            error = cause
+        cause = cause.__cause__ or cause.__context__
     return str(error) or type(error).__name__
 
 
@@ -166,8 +175,7 @@ def _locked(method: Callable[..., T]) -> Callable[..., T]:
             self._depth += 1
             try:
                 if outermost and self._unsettled:
-                    self._unsettled = False
-                    self.recover()  # what a failed call left half-done (the server may be back)
+                    self._settle()
                 return method(self, *args, **kwargs)
             except LocalLLMError:
                 raise
@@ -231,6 +239,13 @@ class DocumentStore:
             fresh.write_text(uuid.uuid4().hex[:12])
             fresh.replace(path)
         return path.read_text().strip()
+
+    def _settle(self) -> None:
+        """Undo what a call that failed on the server left half-done, if the server is back; while
+        it is not, calls that need only the catalog still work."""
+        self._unsettled = False
+        with contextlib.suppress(StoreError):  # a server error sets _unsettled again
+            self.recover()
 
     def _server_error(self, error: Exception) -> StoreError | None:
         """A StoreError for a Chroma server's failure (None: not the server's); drops what may be
@@ -510,10 +525,11 @@ class DocumentStore:
         index.sync(ready, backfill)
         return index
 
-    @_locked
     def close(self) -> None:
-        try:
-            self._client.close()
-        finally:
-            self.catalog.close()
-            self._lock.release()
+        """Not _locked: closing never waits for a Chroma server, up or down."""
+        with self._mutex:
+            try:
+                self._client.close()
+            finally:
+                self.catalog.close()
+                self._lock.release()
