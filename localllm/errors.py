@@ -27,3 +27,11 @@ class DownloadsDisabledError(DownloadError):
 
 class RemoteModelError(LocalLLMError):
     """The OpenAI-compatible server of `llm_url` is unreachable, refused us, or failed mid-answer."""
+
+
+class StoreError(LocalLLMError):
+    """The document store can't do what was asked; the message says why."""
+
+
+class StoreBusyError(StoreError):
+    """Another process holds the store: Chroma breaks when two processes write one folder."""

@@ -16,9 +16,10 @@ import chromadb
 import pytest
 
 from localllm.config import Settings
-from localllm.errors import LocalLLMError
+from localllm.errors import LocalLLMError, StoreError
 from localllm.index.catalog import chroma_name_for
-from localllm.index.store import DocumentStore, StoreError, server_address
+from localllm.index.chroma_server import server_address
+from localllm.index.store import DocumentStore
 from localllm.services import Services
 from tests.conftest import free_port, require, run_cli
 from tests.rag_fixtures import FAQ_NAME, HOLD_PAGE, HOLD_QUESTION, clean_cli_env, clean_settings

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from localllm.documents.model import Chunk, ParsedDocument
-from localllm.index.store import DocumentStore, StoreBusyError, StoreError
+from localllm.errors import StoreBusyError, StoreError
+from localllm.index.store import DocumentStore
 from tests.conftest import ROOT
 
 DIM = 384

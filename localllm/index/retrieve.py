@@ -8,8 +8,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from localllm.errors import StoreError
 from localllm.index.embed import Embedder
-from localllm.index.store import DocumentStore, StoredChunk, StoreError
+from localllm.index.store import DocumentStore
+from localllm.index.stored import StoredChunk
 
 Mode = Literal["hybrid", "vector", "lexical"]
 MODES: tuple[Mode, ...] = ("hybrid", "vector", "lexical")

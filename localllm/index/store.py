@@ -13,16 +13,11 @@ marked 'deleting' before its chunks go. Opening the store undoes what a crash le
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
-import json
-import os
 import threading
 import time
-import urllib.parse
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,136 +26,16 @@ import numpy as np
 from localllm.config import ensure_dir
 from localllm.documents.chunk import chunk_id_prefix, search_text
 from localllm.documents.model import Chunk, ParsedDocument
-from localllm.errors import LocalLLMError
+from localllm.errors import LocalLLMError, StoreError
 from localllm.index.catalog import Catalog, CollectionInfo, DocumentRecord
+from localllm.index.chroma_server import open_server, reason, server_address
 from localllm.index.lexical import LexicalHit, LexicalIndex
+from localllm.index.stored import StoredChunk, chroma_metadata, stored_chunk
+from localllm.index.writer_lock import WriterLock
 
 DEFAULT_COLLECTION = "default"
 T = TypeVar("T")
 _BATCH = 500
-
-
-class StoreError(LocalLLMError):
-    pass
-
-
-class StoreBusyError(StoreError):
-    """Another process holds the store: Chroma breaks when two processes write one folder."""
-
-
-class _WriterLock:
-    def __init__(self, path: Path) -> None:
-        self._file = path.open("a+")
-        try:
-            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._file.seek(0)
-            holder = self._file.read().strip() or "unknown"
-            self._file.close()
-            raise StoreBusyError(
-                f"the document store {path.parent} is in use by another LocalLLM process "
-                f"(pid {holder}); use that app, or stop it first"
-            ) from None
-        self._file.seek(0)
-        self._file.truncate()
-        self._file.write(str(os.getpid()))
-        self._file.flush()
-
-    def release(self) -> None:
-        if not self._file.closed:
-            fcntl.flock(self._file, fcntl.LOCK_UN)
-            self._file.close()
-
-
-@dataclass
-class StoredChunk:
-    id: str
-    doc_id: str
-    name: str
-    text: str
-    pages: list[int]
-    section: str | None
-    boxes: list[tuple[int, tuple[float, float, float, float]]]
-    distance: float | None = None
-
-
-def _metadata(chunk: Chunk, name: str) -> dict[str, Any]:
-    return {
-        "doc_id": chunk.doc_id,
-        "name": name,
-        "ordinal": chunk.ordinal,
-        "page_first": chunk.pages[0] if chunk.pages else 0,
-        "page_last": chunk.pages[-1] if chunk.pages else 0,
-        "pages": json.dumps(chunk.pages),
-        "section": chunk.section or "",
-        "boxes": json.dumps(chunk.boxes),
-    }
-
-
-def _stored(chunk_id: str, text: str, meta: dict[str, Any], distance: float | None) -> StoredChunk:
-    return StoredChunk(
-        id=chunk_id,
-        doc_id=str(meta["doc_id"]),
-        name=str(meta["name"]),
-        text=text,
-        pages=json.loads(str(meta["pages"])),
-        section=str(meta["section"]) or None,
-        boxes=[(int(p), tuple(b)) for p, b in json.loads(str(meta["boxes"]))],  # type: ignore[misc]
-        distance=distance,
-    )
-
-
-def server_address(url: str) -> tuple[str, int, bool]:
-    """(host, port, ssl) of a Chroma server URL; the port defaults to 443 for https, else 8000."""
-    parts = urllib.parse.urlsplit(url.strip())
-    try:
-        port = parts.port
-    except ValueError:
-        port = -1
-    if parts.scheme not in ("http", "https") or not parts.hostname or port == -1:
-        raise StoreError(
-            f"{url!r} is not a Chroma server URL (LOCALLLM_CHROMA_URL, like http://127.0.0.1:8000)"
-        )
-    if parts.path.strip("/") or parts.query:
-        raise StoreError(
-            f"the Chroma server URL {url!r} should have no path (like http://host:8000)"
-        )
-    https = parts.scheme == "https"
-    return parts.hostname, port or (443 if https else 8000), https
-
-
-def _open_server(url: str) -> Any:
-    import chromadb
-    import httpx
-
-    host, port, ssl = server_address(url)
-    try:
-        client = chromadb.HttpClient(
-            host=host,
-            port=port,
-            ssl=ssl,
-            settings=chromadb.Settings(anonymized_telemetry=False),
-        )
-    except Exception as e:
-        raise StoreError(f"the Chroma server at {url} is not reachable: {_reason(e)}") from e
-    # Chroma's client waits forever on a server that hangs; the lock would be held as long.
-    session = getattr(getattr(client, "_server", None), "_session", None)
-    if isinstance(session, httpx.Client):
-        session.timeout = httpx.Timeout(120.0, connect=10.0)
-    return client
-
-
-def _reason(error: BaseException) -> str:
-    """The most telling message: a network error's own ("Connection refused"), where Chroma wraps
-    it in one of its own ("Could not connect to a Chroma server...")."""
-    import httpx
-
-    cause = error.__cause__ or error.__context__
-    while cause is not None and not isinstance(error, httpx.TransportError):
-        if isinstance(cause, httpx.TransportError):
-            error = cause
-        cause = cause.__cause__ or cause.__context__
-    return str(error) or type(error).__name__
 
 
 def _locked(method: Callable[..., T]) -> Callable[..., T]:
@@ -205,7 +80,7 @@ class DocumentStore:
         self._depth = 0
         self._unsettled = False  # a call failed on the server: recover before the next one
         self.folder = ensure_dir(folder)
-        self._lock = _WriterLock(self.folder / ".writer.lock")
+        self._lock = WriterLock(self.folder / ".writer.lock")
         self._lexical_indexes: dict[str, LexicalIndex] = {}
         self._handles: dict[str, Any] = {}
         catalog: Catalog | None = None
@@ -219,7 +94,7 @@ class DocumentStore:
                 )
                 self._suffix = ""
             else:
-                self._client = _open_server(self.chroma_url)
+                self._client = open_server(self.chroma_url)
                 self._suffix = "-" + self._store_id()
             self.recover()
         except BaseException:
@@ -254,9 +129,9 @@ class DocumentStore:
         from chromadb.errors import ChromaError
 
         if isinstance(error, httpx.TransportError):
-            message = f"the Chroma server at {self.chroma_url} is not reachable: {_reason(error)}"
+            message = f"the Chroma server at {self.chroma_url} is not reachable: {reason(error)}"
         elif isinstance(error, (ChromaError, httpx.HTTPStatusError)):
-            message = f"the Chroma server at {self.chroma_url} failed: {_reason(error)}"
+            message = f"the Chroma server at {self.chroma_url} failed: {reason(error)}"
         else:
             return None
         self._handles.clear()
@@ -377,7 +252,7 @@ class DocumentStore:
                     ids=[c.id for c in batch],
                     embeddings=embeddings[start : start + _BATCH],
                     documents=[c.text for c in batch],
-                    metadatas=[_metadata(c, doc.name) for c in batch],
+                    metadatas=[chroma_metadata(c, doc.name) for c in batch],
                 )
             self._lexical(info).add_document(
                 doc.sha256, [c.id for c in chunks], [search_text(c.text, c.section) for c in chunks]
@@ -434,7 +309,7 @@ class DocumentStore:
             where={"doc_id": doc_id}, include=["documents", "metadatas"]
         )
         found = [
-            _stored(i, t, m, None)
+            stored_chunk(i, t, m, None)
             for i, t, m in zip(got["ids"], got["documents"], got["metadatas"], strict=True)
         ]
         return sorted(found, key=lambda c: c.id)
@@ -448,7 +323,7 @@ class DocumentStore:
             ids=list(ids), include=["documents", "metadatas"]
         )
         found = {
-            i: _stored(i, t, m, None)
+            i: stored_chunk(i, t, m, None)
             for i, t, m in zip(got["ids"], got["documents"], got["metadatas"], strict=True)
         }
         return [found[i] for i in ids if i in found]

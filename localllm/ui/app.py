@@ -13,7 +13,8 @@ from localllm.auth import AuthStore, is_local
 from localllm.config import Settings
 from localllm.services import Services
 from localllm.spaces import SESSION_CAPACITY, on_spaces, prepare_space
-from localllm.ui.chat import build_chat_tab, collection_choices
+from localllm.ui.chat import build_chat_tab
+from localllm.ui.chat_view import collection_choices
 from localllm.ui.documents import build_documents_tab
 from localllm.ui.models import build_models_tab
 

@@ -9,14 +9,22 @@ from typing import Any
 import gradio as gr
 
 from localllm.errors import LocalLLMError
-from localllm.llm.catalog import chat_models, resolve
 from localllm.llm.llamacpp import gpu_offload_supported
 from localllm.llm.manager import LoadOptions, params_from_settings
 from localllm.rag.prompt import Source
 from localllm.rag.session import reply, source_page
 from localllm.services import Services
-
-NO_DOCUMENTS = "No documents (plain chat)"
+from localllm.ui.chat_view import (
+    collection_choices,
+    conversation_choices,
+    default_collection,
+    default_model_name,
+    display_messages,
+    document_choices,
+    model_choices,
+    source_label,
+    source_radio,
+)
 
 
 @dataclass
@@ -25,84 +33,6 @@ class ChatTab:
     status: gr.Markdown
     collection: gr.Dropdown
     conversations: gr.Dropdown
-
-
-def model_choices(services: Services) -> list[tuple[str, str]]:
-    return [
-        (f"{m.name} (bundled)" if m.bundled else m.name, m.name)
-        for m in chat_models(services.settings)
-    ]
-
-
-def default_model_name(services: Services) -> str | None:
-    try:
-        return resolve(services.settings, None).name
-    except LocalLLMError:
-        choices = model_choices(services)
-        return choices[0][1] if choices else None
-
-
-def collection_choices(services: Services) -> list[tuple[str, str]]:
-    names = [c.name for c in services.store.collections()]
-    return [(NO_DOCUMENTS, ""), *((n, n) for n in names)]
-
-
-def default_collection(services: Services) -> str:
-    """The collection a new chat starts with: 'default' when it has documents, else none."""
-    names = {d.collection for d in services.store.documents()}
-    if "default" in names:
-        return "default"
-    return sorted(names)[0] if names else ""
-
-
-def document_choices(services: Services, collection: str | None) -> list[str]:
-    if not collection:
-        return []
-    return sorted({d.name for d in services.store.documents(collection)})
-
-
-def conversation_choices(services: Services) -> list[tuple[str, str]]:
-    return [(c.title or "(untitled)", c.id) for c in services.conversations.conversations()]
-
-
-def source_label(source: Source) -> str:
-    pages = ""
-    if source.pages:
-        pages = (
-            f" · p. {source.pages[0]}"
-            if len(source.pages) == 1
-            else f" · pp. {source.pages[0]}-{source.pages[-1]}"
-        )
-    section = f" · {source.section}" if source.section else ""
-    cited = " ✓" if source.cited else ""
-    return f"[{source.n}]{cited} {source.file}{pages}{section}"
-
-
-def shown_answer(text: str, sources: list[Source]) -> str:
-    """The answer as displayed: the text, then a line naming its sources."""
-    if not sources:
-        return text
-    names = " · ".join(source_label(s) for s in sources)
-    return f"{text}\n\n<sub>Sources: {names}</sub>"
-
-
-def _display(services: Services, conversation_id: str) -> tuple[list[dict[str, str]], list[int]]:
-    shown: list[dict[str, str]] = []
-    ids: list[int] = []
-    for m in services.conversations.messages(conversation_id):
-        sources = [Source.from_dict(s) for s in m.sources]
-        content = shown_answer(m.content, sources) if m.role == "assistant" else m.content
-        shown.append({"role": m.role, "content": content})
-        ids.append(m.id)
-    return shown, ids
-
-
-def _source_radio(sources: list[Source]) -> Any:
-    return gr.update(
-        choices=[(source_label(s), str(s.n)) for s in sources],
-        value=None,
-        visible=bool(sources),
-    )
 
 
 def build_chat_tab(services: Services) -> ChatTab:
@@ -276,7 +206,7 @@ def build_chat_tab(services: Services) -> ChatTab:
                     result.conversation_id,
                     gr.skip(),
                     [s.to_dict() for s in result.sources],
-                    _source_radio(result.sources) if not result.text else gr.skip(),
+                    source_radio(result.sources) if not result.text else gr.skip(),
                     services.models.describe_loaded() if not result.text else gr.skip(),
                     gr.skip(),
                     "",
@@ -296,7 +226,7 @@ def build_chat_tab(services: Services) -> ChatTab:
             )
             raise gr.Error(str(e)) from e
         if result is not None:
-            final, saved_ids = _display(services, result.conversation_id)
+            final, saved_ids = display_messages(services, result.conversation_id)
             yield (
                 final,
                 final,
@@ -304,7 +234,7 @@ def build_chat_tab(services: Services) -> ChatTab:
                 result.conversation_id,
                 saved_ids,
                 [s.to_dict() for s in result.sources],
-                _source_radio(result.sources),
+                source_radio(result.sources),
                 gr.skip(),
                 gr.update(choices=conversation_choices(services), value=result.conversation_id),
                 "",
@@ -339,7 +269,7 @@ def build_chat_tab(services: Services) -> ChatTab:
         if not conversation_id:
             return (gr.skip(),) * 7
         summary = services.conversations.get(conversation_id)
-        shown, ids = _display(services, conversation_id)
+        shown, ids = display_messages(services, conversation_id)
         last = [m for m in services.conversations.messages(conversation_id) if m.sources]
         last_sources = [Source.from_dict(s) for s in last[-1].sources] if last else []
         return (
@@ -348,7 +278,7 @@ def build_chat_tab(services: Services) -> ChatTab:
             conversation_id,
             ids,
             [s.to_dict() for s in last_sources],
-            _source_radio(last_sources),
+            source_radio(last_sources),
             gr.update(value=summary.collection or ""),
         )
 
@@ -359,7 +289,7 @@ def build_chat_tab(services: Services) -> ChatTab:
             "",
             [],
             [],
-            _source_radio([]),
+            source_radio([]),
             gr.update(choices=conversation_choices(services), value=None),
             "",
             gr.update(value=None, visible=False),

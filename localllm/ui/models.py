@@ -11,7 +11,8 @@ from localllm.format import human_count, human_size
 from localllm.llm.catalog import ModelInfo, delete_model, list_models
 from localllm.llm.download import download_gguf
 from localllm.services import Services
-from localllm.ui.chat import ChatTab, model_choices
+from localllm.ui.chat import ChatTab
+from localllm.ui.chat_view import model_choices
 
 COLUMNS = [
     "Name",

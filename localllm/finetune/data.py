@@ -1,0 +1,523 @@
+"""Fine-tuning examples: read the JSONL formats people bring, check every line, split, and render.
+
+Formats, one JSON object per line (other keys are ignored; a `"source"` object is kept as provenance):
+
+    {"messages": [{"role": "system" | "user" | "assistant", "content": "..."}, ...]}
+    {"prompt": "...", "completion": "..."}
+    {"instruction": "...", "input": "..." (optional), "output": "..."}
+    {"text": "..."}
+
+The first three become chat examples (a list of messages ending with the assistant's answer), rendered
+for training through the model's own chat template, so the model learns the very layout it is prompted
+with in the app. `{"text"}` examples are trained on as they are.
+
+Pure Python: jinja2 and the GGUF reader are imported only when a template is built, and nothing here
+imports torch or transformers, so the app starts without them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from localllm.errors import LocalLLMError, ModelLoadError
+from localllm.llm.base import Message
+
+if TYPE_CHECKING:
+    from localllm.conversations import ConversationStore
+
+ChatTemplateFn = Callable[[Sequence[Message]], str]
+
+ROLES = ("system", "user", "assistant")
+SHAPES = "messages | prompt+completion | instruction+output | text"
+SUMMARY_PROBLEMS = 10  # problems spelled out in summary(); the rest are counted
+
+
+class DatasetError(LocalLLMError):
+    """A dataset that can't be used at all (missing, unreadable, empty); fit to show a user."""
+
+
+@dataclass
+class Example:
+    """One training example: chat `messages` (ending with the assistant) or plain `text`."""
+
+    messages: list[Message] | None = None
+    text: str | None = None
+    line: int | None = None  # 1-based line in the JSONL file it came from
+    source: dict[str, Any] | None = None  # provenance: a liked answer's ids, the line's "source"
+
+    def __post_init__(self) -> None:
+        if (self.messages is None) == (self.text is None):
+            raise ValueError("an Example has either messages or text")
+
+    @property
+    def is_chat(self) -> bool:
+        return self.messages is not None
+
+    def where(self) -> str:
+        if self.line is not None:
+            return f"line {self.line}"
+        if self.source:
+            return ", ".join(f"{k} {v}" for k, v in self.source.items())
+        return "an example"
+
+    def to_json(self) -> dict[str, Any]:
+        """The normalised form: {"messages": [...]} or {"text": ...}, plus "source" if any."""
+        data: dict[str, Any] = (
+            {"messages": [dict(m) for m in self.messages]}
+            if self.messages is not None
+            else {"text": self.text}
+        )
+        if self.source is not None:
+            data["source"] = self.source
+        return data
+
+
+@dataclass(frozen=True)
+class LineProblem:
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.reason}"
+
+
+@dataclass
+class LoadedDataset:
+    examples: list[Example]
+    problems: list[LineProblem] = field(default_factory=list)
+    total_lines: int = 0  # non-blank lines read
+    path: Path | None = None
+
+    def summary(self) -> str:
+        """'120 examples, 3 lines dropped: line 4: invalid JSON (...); line 9: ...'."""
+        text = _count(len(self.examples), "example")
+        if not self.problems:
+            return text
+        shown = "; ".join(str(p) for p in self.problems[:SUMMARY_PROBLEMS])
+        more = len(self.problems) - SUMMARY_PROBLEMS
+        if more > 0:
+            shown += f"; and {more} more"
+        return f"{text}, {_count(len(self.problems), 'line')} dropped: {shown}"
+
+
+class InvalidExample(ValueError):
+    """A line that can't be an example; the message is the reason."""
+
+
+# ---------------------------------------------------------------------------------------- reading
+
+
+def load_jsonl(path: str | Path) -> LoadedDataset:
+    """Read and check every line; bad lines are reported with their reason, the rest kept.
+
+    Raises DatasetError when the file is missing, a folder, not UTF-8, empty, or has no usable line.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DatasetError(f"dataset {path} does not exist")
+    if path.is_dir():
+        raise DatasetError(f"dataset {path} is a folder; pick a .jsonl file")
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DatasetError(f"dataset {path} can't be read: {e.strerror or e}") from e
+    try:
+        content = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DatasetError(
+            f"dataset {path} is not UTF-8 text (line {line}, byte {e.start}); "
+            "save it as UTF-8 JSONL, one JSON object per line"
+        ) from e
+
+    dataset = LoadedDataset(examples=[], path=path)
+    # split on newlines only: str.splitlines() would also cut at U+2028, legal inside JSON strings
+    for number, line in enumerate(content.split("\n"), start=1):
+        if not line.strip():
+            continue
+        dataset.total_lines += 1
+        try:
+            dataset.examples.append(parse_line(line, number))
+        except InvalidExample as bad:
+            dataset.problems.append(LineProblem(number, str(bad)))
+
+    if dataset.total_lines == 0:
+        raise DatasetError(f"dataset {path} is empty: expected one JSON object per line ({SHAPES})")
+    if not dataset.examples:
+        raise DatasetError(f"dataset {path} has no usable line: {dataset.summary()}")
+    return dataset
+
+
+def parse_line(line: str, number: int | None = None) -> Example:
+    """One JSONL line as an Example; raises InvalidExample with the reason it can't be one."""
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise InvalidExample(f"invalid JSON ({e.msg} at column {e.colno})") from e
+    except RecursionError as e:
+        raise InvalidExample("invalid JSON (nested too deeply)") from e
+    if not isinstance(data, dict):
+        raise InvalidExample(f"not a JSON object but {_json_type(data)}")
+    return parse_object(data, number)
+
+
+def parse_object(data: dict[str, Any], number: int | None = None) -> Example:
+    source = data.get("source")
+    if source is not None and not isinstance(source, dict):
+        raise InvalidExample(f"'source' must be an object, not {_json_type(source)}")
+
+    if "messages" in data:
+        messages = _messages(data["messages"])
+    elif "prompt" in data or "completion" in data:
+        prompt = _string(data, "prompt")
+        completion = _string(data, "completion")
+        messages = [_msg("user", prompt), _msg("assistant", completion)]
+    elif "instruction" in data or "output" in data:
+        instruction = _string(data, "instruction")
+        output = _string(data, "output")
+        extra = data.get("input")
+        if extra is not None and not isinstance(extra, str):
+            raise InvalidExample(f"'input' must be a string, not {_json_type(extra)}")
+        question = f"{instruction}\n\n{extra}" if extra and extra.strip() else instruction
+        messages = [_msg("user", question), _msg("assistant", output)]
+    elif "text" in data:
+        return Example(text=_string(data, "text"), line=number, source=source)
+    else:
+        names = sorted(data)
+        keys = ", ".join(names[:8]) + (f", ... ({len(names)} keys)" if len(names) > 8 else "")
+        raise InvalidExample(f"unknown shape (keys: {keys or 'none'}): expected one of {SHAPES}")
+    return Example(messages=messages, line=number, source=source)
+
+
+def _string(data: dict[str, Any], key: str) -> str:
+    if key not in data:
+        present = " and ".join(f"'{k}'" for k in sorted(data) if k in _PARTNERS.get(key, ()))
+        raise InvalidExample(f"'{key}' is missing" + (f" ({present} given)" if present else ""))
+    value = data[key]
+    if not isinstance(value, str):
+        raise InvalidExample(f"'{key}' must be a string, not {_json_type(value)}")
+    if not value.strip():
+        raise InvalidExample(f"'{key}' is empty")
+    return value
+
+
+_PARTNERS = {
+    "prompt": ("completion",),
+    "completion": ("prompt",),
+    "instruction": ("output", "input"),
+    "output": ("instruction", "input"),
+}
+
+
+def _messages(value: Any) -> list[Message]:
+    if not isinstance(value, list):
+        raise InvalidExample(f"'messages' must be a list, not {_json_type(value)}")
+    if not value:
+        raise InvalidExample("'messages' is empty")
+    messages: list[Message] = []
+    for n, item in enumerate(value, start=1):
+        if not isinstance(item, dict):
+            raise InvalidExample(f"message {n} must be an object, not {_json_type(item)}")
+        role, content = item.get("role"), item.get("content")
+        if role not in ROLES:
+            shown = repr(role) if isinstance(role, str) else _json_type(role)
+            raise InvalidExample(
+                f"message {n} has role {shown}: expected system, user or assistant"
+            )
+        if not isinstance(content, str):
+            raise InvalidExample(
+                f"message {n} ({role}): 'content' must be a string, not {_json_type(content)}"
+            )
+        if not content.strip():
+            raise InvalidExample(f"message {n} ({role}) has empty content")
+        if role == "system" and n > 1:
+            raise InvalidExample(
+                f"message {n} is a system message: only the first message may be one"
+            )
+        messages.append(_msg(role, content))
+    if not any(m["role"] == "user" for m in messages):
+        raise InvalidExample(
+            "no user message: a chat example needs a user turn and an assistant answer"
+        )
+    if messages[-1]["role"] != "assistant":
+        raise InvalidExample(
+            f"ends with a {messages[-1]['role']} message: "
+            "a chat example must end with the assistant's answer"
+        )
+    return messages
+
+
+def _msg(role: str, content: str) -> Message:
+    return {"role": role, "content": content}  # type: ignore[typeddict-item]
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+# ---------------------------------------------------------------------------------------- split
+
+
+def split(
+    examples: Sequence[Example], validation_fraction: float = 0.1, seed: int = 0
+) -> tuple[list[Example], list[Example]]:
+    """(train, validation), each in the original order.
+
+    Deterministic and stable across runs and Python versions: examples are ranked by a hash of the
+    seed and their content, and the lowest-ranked go to validation, so an example mostly stays on its
+    side when lines are added. At least one validation example when there are two or more (and the
+    fraction is above 0); at least one training example always.
+    """
+    if not 0 <= validation_fraction < 1:
+        raise DatasetError(
+            f"the validation fraction is between 0 and 1 (e.g. 0.1), not {validation_fraction}"
+        )
+    n = len(examples)
+    if n < 2 or validation_fraction == 0:
+        return list(examples), []
+    wanted = min(n - 1, max(1, round(n * validation_fraction)))
+
+    def rank(i: int) -> tuple[str, int]:
+        body = examples[i].to_json()
+        body.pop("source", None)
+        key = f"{seed}\n{json.dumps(body, sort_keys=True, ensure_ascii=False)}"
+        return hashlib.sha256(key.encode("utf-8")).hexdigest(), i
+
+    validation = set(sorted(range(n), key=rank)[:wanted])
+    train = [e for i, e in enumerate(examples) if i not in validation]
+    return train, [e for i, e in enumerate(examples) if i in validation]
+
+
+# ---------------------------------------------------------------------------------------- render
+
+
+def chatml(messages: Sequence[Message]) -> str:
+    """ChatML, laid out as llama_cpp's format_chatml does: the app's fallback for a GGUF with no
+    chat template, so a model trained on this text is prompted the same way at chat time."""
+    system = next((m["content"] for m in messages if m["role"] == "system"), "")
+    parts = [f"<|im_start|>system\n{system}<|im_end|>\n"]
+    parts += [
+        f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n"
+        for m in messages
+        if m["role"] != "system"
+    ]
+    return "".join(parts)
+
+
+class ChatTemplate:
+    """A GGUF's `tokenizer.chat_template` (Jinja), rendered as llama_cpp's Jinja2ChatFormatter does
+    (sandboxed, trim_blocks, lstrip_blocks, loopcontrols, {% generation %} ignored, tojson as in
+    transformers), but with add_generation_prompt=False: the whole conversation, answer included."""
+
+    def __init__(self, source: str, *, bos_token: str = "", eos_token: str = "", name: str = ""):
+        import jinja2
+        import jinja2.ext
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        class IgnoreGenerationTags(jinja2.ext.Extension):
+            tags = {"generation"}  # noqa: RUF012 (jinja's own class attribute)
+
+            def parse(self, parser: Any) -> Any:
+                parser.stream.skip(1)
+                return parser.parse_statements(("name:endgeneration",), drop_needle=True)
+
+        self.source = source
+        self.bos_token = bos_token
+        self.eos_token = eos_token
+        self.name = name
+        self._errors: tuple[type[Exception], ...] = (
+            jinja2.TemplateError,
+            ValueError,
+            TypeError,
+            KeyError,
+            IndexError,
+            AttributeError,
+        )
+        env = ImmutableSandboxedEnvironment(
+            loader=jinja2.BaseLoader(),
+            trim_blocks=True,
+            lstrip_blocks=True,
+            extensions=[IgnoreGenerationTags, jinja2.ext.loopcontrols],
+        )
+        env.filters["tojson"] = _tojson
+        try:
+            self._template = env.from_string(source)
+        except jinja2.TemplateError as e:
+            raise ModelLoadError(
+                f"the chat template of {name or 'this model'} is broken: {e}"
+            ) from e
+
+    def __call__(self, messages: Sequence[Message]) -> str:
+        def raise_exception(message: str) -> None:
+            raise ValueError(message)
+
+        try:
+            return self._template.render(
+                messages=[dict(m) for m in messages],
+                bos_token=self.bos_token,
+                eos_token=self.eos_token,
+                add_generation_prompt=False,
+                raise_exception=raise_exception,
+                strftime_now=lambda f: datetime.now().strftime(f),
+            )
+        except self._errors as e:
+            raise DatasetError(
+                f"the chat template of {self.name or 'the model'} refused it: {e}"
+            ) from e
+
+
+def _tojson(
+    x: Any,
+    ensure_ascii: bool = False,
+    indent: int | None = None,
+    separators: tuple[str, str] | None = None,
+    sort_keys: bool = False,
+) -> str:
+    return json.dumps(
+        x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+    )
+
+
+def template_from_gguf(path: str | Path) -> ChatTemplateFn:
+    """The chat template of the GGUF at `path`, read from its header (fast, no model load).
+
+    A model with no template gets `chatml`, the same fallback the app chats with; `result is chatml`
+    tells the caller to say so. Raises ModelLoadError when the file or its template is broken.
+    """
+    from localllm.llm.gguf_header import GGUFFormatError, read_header
+
+    path = Path(path)
+    try:
+        header = read_header(path)
+    except (OSError, GGUFFormatError) as e:
+        raise ModelLoadError(f"can't read the chat template of {path.name}: {e}") from e
+    source = header.metadata.get("tokenizer.chat_template")
+    if not isinstance(source, str) or not source.strip():
+        return chatml
+    ids = {name: header.metadata.get(f"tokenizer.ggml.{name}_token_id") for name in ("bos", "eos")}
+    texts = _token_texts(path, {i for i in ids.values() if isinstance(i, int)})
+    return ChatTemplate(
+        source,
+        bos_token=texts.get(ids["bos"], "") if isinstance(ids["bos"], int) else "",
+        eos_token=texts.get(ids["eos"], "") if isinstance(ids["eos"], int) else "",
+        name=path.name,
+    )
+
+
+def _token_texts(path: Path, wanted: set[int]) -> dict[int, str]:
+    """The text of a few token ids from the GGUF's vocabulary; {} if it can't be read cheaply."""
+    import mmap
+
+    from gguf import GGUF_MAGIC, GGUFValueType
+
+    from localllm.llm.gguf_header import GGUFFormatError, _Cursor
+
+    if not wanted:
+        return {}
+    try:
+        with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            cur = _Cursor(buf, len(buf))
+            if cur.unpack("<I") != GGUF_MAGIC:
+                return {}
+            cur.unpack("<I")  # version
+            cur.unpack("<Q")  # tensors
+            for _ in range(cur.unpack("<Q")):
+                key = cur.string()
+                vtype = cur.unpack("<I")
+                if vtype != GGUFValueType.ARRAY:
+                    cur.value(vtype)
+                elif key != "tokenizer.ggml.tokens":
+                    cur.array()
+                else:
+                    if cur.unpack("<I") != GGUFValueType.STRING:
+                        return {}
+                    count, last = cur.unpack("<Q"), max(wanted)
+                    found: dict[int, str] = {}
+                    for i in range(min(count, last + 1)):
+                        if i in wanted:
+                            found[i] = cur.string()
+                        else:
+                            cur.skip_string()
+                    return found
+    except (OSError, ValueError, GGUFFormatError):
+        return {}
+    return {}
+
+
+def render(example: Example, template: ChatTemplateFn | None = None) -> str:
+    """The training text: chat examples through `template` (None: `chatml`), plain text as is."""
+    if example.messages is None:
+        return example.text or ""
+    try:
+        return (template or chatml)(example.messages)
+    except DatasetError as e:
+        raise DatasetError(f"{example.where()}: {e}") from e
+
+
+def truncate_report(
+    examples: Sequence[Example],
+    count_tokens: Callable[[str], int],
+    max_length: int,
+    template: ChatTemplateFn | None = None,
+) -> tuple[list[str], int]:
+    """(rendered texts, how many are longer than `max_length` tokens and will be cut in training)."""
+    texts = [render(e, template) for e in examples]
+    return texts, sum(1 for t in texts if count_tokens(t) > max_length)
+
+
+# ---------------------------------------------------------------------------------------- sources
+
+
+def liked_answers(conversations: ConversationStore) -> list[Example]:
+    """Chat examples from the answers the user liked: their question, then the answer."""
+    examples = []
+    for liked in conversations.feedback(1):
+        if not liked.question.strip() or not liked.answer.strip():
+            continue
+        examples.append(
+            Example(
+                messages=[_msg("user", liked.question), _msg("assistant", liked.answer)],
+                source={"conversation": liked.conversation_id, "message": liked.message_id},
+            )
+        )
+    return examples
+
+
+def write_jsonl(examples: Sequence[Example], path: str | Path) -> Path:
+    """Write the normalised form, one example per line; all or nothing (temp file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            for example in examples:
+                fh.write(json.dumps(example.to_json(), ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

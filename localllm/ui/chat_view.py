@@ -1,0 +1,94 @@
+"""What the Chat tab shows: choices for its pickers, source labels, saved messages as displayed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from localllm.errors import LocalLLMError
+from localllm.llm.catalog import chat_models, resolve
+from localllm.rag.prompt import Source
+from localllm.services import Services
+
+NO_DOCUMENTS = "No documents (plain chat)"
+
+
+def model_choices(services: Services) -> list[tuple[str, str]]:
+    return [
+        (f"{m.name} (bundled)" if m.bundled else m.name, m.name)
+        for m in chat_models(services.settings)
+    ]
+
+
+def default_model_name(services: Services) -> str | None:
+    try:
+        return resolve(services.settings, None).name
+    except LocalLLMError:
+        choices = model_choices(services)
+        return choices[0][1] if choices else None
+
+
+def collection_choices(services: Services) -> list[tuple[str, str]]:
+    names = [c.name for c in services.store.collections()]
+    return [(NO_DOCUMENTS, ""), *((n, n) for n in names)]
+
+
+def default_collection(services: Services) -> str:
+    """The collection a new chat starts with: 'default' when it has documents, else none."""
+    names = {d.collection for d in services.store.documents()}
+    if "default" in names:
+        return "default"
+    return sorted(names)[0] if names else ""
+
+
+def document_choices(services: Services, collection: str | None) -> list[str]:
+    if not collection:
+        return []
+    return sorted({d.name for d in services.store.documents(collection)})
+
+
+def conversation_choices(services: Services) -> list[tuple[str, str]]:
+    return [(c.title or "(untitled)", c.id) for c in services.conversations.conversations()]
+
+
+def source_label(source: Source) -> str:
+    pages = ""
+    if source.pages:
+        pages = (
+            f" · p. {source.pages[0]}"
+            if len(source.pages) == 1
+            else f" · pp. {source.pages[0]}-{source.pages[-1]}"
+        )
+    section = f" · {source.section}" if source.section else ""
+    cited = " ✓" if source.cited else ""
+    return f"[{source.n}]{cited} {source.file}{pages}{section}"
+
+
+def shown_answer(text: str, sources: list[Source]) -> str:
+    """The answer as displayed: the text, then a line naming its sources."""
+    if not sources:
+        return text
+    names = " · ".join(source_label(s) for s in sources)
+    return f"{text}\n\n<sub>Sources: {names}</sub>"
+
+
+def display_messages(
+    services: Services, conversation_id: str
+) -> tuple[list[dict[str, str]], list[int]]:
+    shown: list[dict[str, str]] = []
+    ids: list[int] = []
+    for m in services.conversations.messages(conversation_id):
+        sources = [Source.from_dict(s) for s in m.sources]
+        content = shown_answer(m.content, sources) if m.role == "assistant" else m.content
+        shown.append({"role": m.role, "content": content})
+        ids.append(m.id)
+    return shown, ids
+
+
+def source_radio(sources: list[Source]) -> Any:
+    return gr.update(
+        choices=[(source_label(s), str(s.n)) for s in sources],
+        value=None,
+        visible=bool(sources),
+    )
