@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from localllm.errors import PromptTooLongError
+from localllm.index.lexical import QUESTION_WORDS, tokenize
 from localllm.llm.base import Message
 
 REFUSAL = "I can't find that in your documents."
@@ -29,58 +30,6 @@ SOURCES_START = "Sources (quoted from the user's documents):"
 SOURCES_END = "(end of sources)"
 ANSWER_CUE = "Answer from the sources above, citing them like [1]."
 CUT_MARK = " [… source cut to fit the context window]"
-_STOPWORDS = frozenset(
-    [
-        "a",
-        "an",
-        "the",
-        "of",
-        "to",
-        "in",
-        "on",
-        "for",
-        "and",
-        "or",
-        "is",
-        "are",
-        "was",
-        "were",
-        "be",
-        "been",
-        "do",
-        "does",
-        "did",
-        "how",
-        "what",
-        "when",
-        "where",
-        "which",
-        "who",
-        "whom",
-        "why",
-        "can",
-        "could",
-        "should",
-        "would",
-        "will",
-        "i",
-        "you",
-        "we",
-        "me",
-        "my",
-        "your",
-        "our",
-        "with",
-        "about",
-        "from",
-        "by",
-        "at",
-        "as",
-        "please",
-        "tell",
-        "explain",
-    ]
-)
 _REFERRING = frozenset(
     [
         "it",
@@ -268,7 +217,7 @@ def standalone_query(question: str, earlier_questions: Sequence[str]) -> str:
     cache still holds the conversation when the answer starts.
     """
     words = re.findall(r"[\w'-]+", question.lower())
-    content = [w for w in words if w not in _STOPWORDS and w not in _REFERRING]
+    content = set(tokenize([question])[0]) - QUESTION_WORDS - _REFERRING
     leans = any(w in _REFERRING for w in words) or len(content) < 2
     if earlier_questions and leans:
         return f"{earlier_questions[-1]} {question}"
