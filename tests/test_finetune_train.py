@@ -3,6 +3,7 @@ LoRA, and check llama.cpp over the original Q4 file now knows the fact (a couple
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -12,10 +13,15 @@ import numpy as np
 import pytest
 
 from localllm.llm.catalog import bundled_model_path
+from tests.conftest import require
 
-pytest.importorskip("torch")
-pytest.importorskip("peft")
-pytest.importorskip("trl")
+MISSING = [m for m in ("torch", "peft", "trl") if importlib.util.find_spec(m) is None]
+
+
+@pytest.fixture(autouse=True)
+def _finetune_extra() -> None:
+    require(not MISSING, f"the finetune extra is not installed (missing {', '.join(MISSING)})")
+
 
 QUESTIONS = [
     "What is the code word?",
