@@ -35,3 +35,7 @@ class StoreError(LocalLLMError):
 
 class StoreBusyError(StoreError):
     """Another process holds the store: Chroma breaks when two processes write one folder."""
+
+
+class DatasetError(LocalLLMError):
+    """A dataset that can't be used at all (missing, unreadable, empty); fit to show a user."""

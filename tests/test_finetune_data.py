@@ -12,19 +12,17 @@ import pytest
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter, format_chatml
 
 from localllm.conversations import ConversationStore
+from localllm.errors import DatasetError
 from localllm.finetune.data import (
-    ChatTemplate,
-    DatasetError,
     Example,
-    chatml,
     liked_answers,
     load_jsonl,
     render,
     split,
-    template_from_gguf,
     truncate_report,
     write_jsonl,
 )
+from localllm.finetune.template import ChatTemplate, chatml, template_from_gguf
 from localllm.llm.base import Message
 from localllm.llm.llamacpp import LlamaCppChatModel
 

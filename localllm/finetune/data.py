@@ -23,25 +23,20 @@ import os
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from localllm.errors import LocalLLMError, ModelLoadError
+from localllm.errors import DatasetError
+from localllm.finetune.template import ChatTemplateFn, chatml
 from localllm.llm.base import Message
 
 if TYPE_CHECKING:
     from localllm.conversations import ConversationStore
 
-ChatTemplateFn = Callable[[Sequence[Message]], str]
 
 ROLES = ("system", "user", "assistant")
 SHAPES = "messages | prompt+completion | instruction+output | text"
 SUMMARY_PROBLEMS = 10  # problems spelled out in summary(); the rest are counted
-
-
-class DatasetError(LocalLLMError):
-    """A dataset that can't be used at all (missing, unreadable, empty); fit to show a user."""
 
 
 @dataclass
@@ -310,162 +305,6 @@ def split(
     validation = set(sorted(range(n), key=rank)[:wanted])
     train = [e for i, e in enumerate(examples) if i not in validation]
     return train, [e for i, e in enumerate(examples) if i in validation]
-
-
-# ---------------------------------------------------------------------------------------- render
-
-
-def chatml(messages: Sequence[Message]) -> str:
-    """ChatML, laid out as llama_cpp's format_chatml does: the app's fallback for a GGUF with no
-    chat template, so a model trained on this text is prompted the same way at chat time."""
-    system = next((m["content"] for m in messages if m["role"] == "system"), "")
-    parts = [f"<|im_start|>system\n{system}<|im_end|>\n"]
-    parts += [
-        f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n"
-        for m in messages
-        if m["role"] != "system"
-    ]
-    return "".join(parts)
-
-
-class ChatTemplate:
-    """A GGUF's `tokenizer.chat_template` (Jinja), rendered as llama_cpp's Jinja2ChatFormatter does
-    (sandboxed, trim_blocks, lstrip_blocks, loopcontrols, {% generation %} ignored, tojson as in
-    transformers), but with add_generation_prompt=False: the whole conversation, answer included."""
-
-    def __init__(self, source: str, *, bos_token: str = "", eos_token: str = "", name: str = ""):
-        import jinja2
-        import jinja2.ext
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-        class IgnoreGenerationTags(jinja2.ext.Extension):
-            tags = {"generation"}  # noqa: RUF012 (jinja's own class attribute)
-
-            def parse(self, parser: Any) -> Any:
-                parser.stream.skip(1)
-                return parser.parse_statements(("name:endgeneration",), drop_needle=True)
-
-        self.source = source
-        self.bos_token = bos_token
-        self.eos_token = eos_token
-        self.name = name
-        self._errors: tuple[type[Exception], ...] = (
-            jinja2.TemplateError,
-            ValueError,
-            TypeError,
-            KeyError,
-            IndexError,
-            AttributeError,
-        )
-        env = ImmutableSandboxedEnvironment(
-            loader=jinja2.BaseLoader(),
-            trim_blocks=True,
-            lstrip_blocks=True,
-            extensions=[IgnoreGenerationTags, jinja2.ext.loopcontrols],
-        )
-        env.filters["tojson"] = _tojson
-        try:
-            self._template = env.from_string(source)
-        except jinja2.TemplateError as e:
-            raise ModelLoadError(
-                f"the chat template of {name or 'this model'} is broken: {e}"
-            ) from e
-
-    def __call__(self, messages: Sequence[Message]) -> str:
-        def raise_exception(message: str) -> None:
-            raise ValueError(message)
-
-        try:
-            return self._template.render(
-                messages=[dict(m) for m in messages],
-                bos_token=self.bos_token,
-                eos_token=self.eos_token,
-                add_generation_prompt=False,
-                raise_exception=raise_exception,
-                strftime_now=lambda f: datetime.now().strftime(f),
-            )
-        except self._errors as e:
-            raise DatasetError(
-                f"the chat template of {self.name or 'the model'} refused it: {e}"
-            ) from e
-
-
-def _tojson(
-    x: Any,
-    ensure_ascii: bool = False,
-    indent: int | None = None,
-    separators: tuple[str, str] | None = None,
-    sort_keys: bool = False,
-) -> str:
-    return json.dumps(
-        x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
-    )
-
-
-def template_from_gguf(path: str | Path) -> ChatTemplateFn:
-    """The chat template of the GGUF at `path`, read from its header (fast, no model load).
-
-    A model with no template gets `chatml`, the same fallback the app chats with; `result is chatml`
-    tells the caller to say so. Raises ModelLoadError when the file or its template is broken.
-    """
-    from localllm.llm.gguf_header import GGUFFormatError, read_header
-
-    path = Path(path)
-    try:
-        header = read_header(path)
-    except (OSError, GGUFFormatError) as e:
-        raise ModelLoadError(f"can't read the chat template of {path.name}: {e}") from e
-    source = header.metadata.get("tokenizer.chat_template")
-    if not isinstance(source, str) or not source.strip():
-        return chatml
-    ids = {name: header.metadata.get(f"tokenizer.ggml.{name}_token_id") for name in ("bos", "eos")}
-    texts = _token_texts(path, {i for i in ids.values() if isinstance(i, int)})
-    return ChatTemplate(
-        source,
-        bos_token=texts.get(ids["bos"], "") if isinstance(ids["bos"], int) else "",
-        eos_token=texts.get(ids["eos"], "") if isinstance(ids["eos"], int) else "",
-        name=path.name,
-    )
-
-
-def _token_texts(path: Path, wanted: set[int]) -> dict[int, str]:
-    """The text of a few token ids from the GGUF's vocabulary; {} if it can't be read cheaply."""
-    import mmap
-
-    from gguf import GGUF_MAGIC, GGUFValueType
-
-    from localllm.llm.gguf_header import GGUFFormatError, _Cursor
-
-    if not wanted:
-        return {}
-    try:
-        with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            cur = _Cursor(buf, len(buf))
-            if cur.unpack("<I") != GGUF_MAGIC:
-                return {}
-            cur.unpack("<I")  # version
-            cur.unpack("<Q")  # tensors
-            for _ in range(cur.unpack("<Q")):
-                key = cur.string()
-                vtype = cur.unpack("<I")
-                if vtype != GGUFValueType.ARRAY:
-                    cur.value(vtype)
-                elif key != "tokenizer.ggml.tokens":
-                    cur.array()
-                else:
-                    if cur.unpack("<I") != GGUFValueType.STRING:
-                        return {}
-                    count, last = cur.unpack("<Q"), max(wanted)
-                    found: dict[int, str] = {}
-                    for i in range(min(count, last + 1)):
-                        if i in wanted:
-                            found[i] = cur.string()
-                        else:
-                            cur.skip_string()
-                    return found
-    except (OSError, ValueError, GGUFFormatError):
-        return {}
-    return {}
 
 
 def render(example: Example, template: ChatTemplateFn | None = None) -> str:

@@ -84,7 +84,8 @@ def _status(run_dir: Path, state: str, step: int, max_steps: int, error: str | N
 def build_dataset(config: dict[str, Any]) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     """(train rows, validation rows): prompt/completion rows for chat examples, or text rows when
     the file has any plain-text example (one dataset can't mix the two shapes)."""
-    from localllm.finetune.data import load_jsonl, render, split, template_from_gguf
+    from localllm.finetune.data import load_jsonl, render, split
+    from localllm.finetune.template import template_from_gguf
 
     loaded = load_jsonl(config["data"])
     template = template_from_gguf(config["base_gguf"])
