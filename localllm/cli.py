@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from localllm.cli_auth import add_commands as add_auth_commands
+from localllm.cli_finetune import add_commands as add_finetune_commands
 from localllm.cli_rag import add_commands
 from localllm.config import Settings
 from localllm.errors import LocalLLMError
@@ -246,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_commands(sub)
     add_auth_commands(sub)
+    add_finetune_commands(sub)
 
     serve = sub.add_parser("serve", help="start the app (web UI)")
     serve.add_argument("--host")

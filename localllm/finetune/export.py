@@ -35,6 +35,7 @@ def export_lora_gguf(adapter_dir: str | Path, base_gguf: str | Path, out_path: s
     import gguf
     from safetensors.numpy import load_file
 
+    from localllm.llm.catalog import BASE_FILE_KEY
     from localllm.llm.gguf_header import read_header
 
     adapter_dir, base_gguf, out_path = Path(adapter_dir), Path(base_gguf), Path(out_path)
@@ -90,6 +91,7 @@ def export_lora_gguf(adapter_dir: str | Path, base_gguf: str | Path, out_path: s
         writer.add_string(gguf.Keys.General.TYPE, gguf.GGUFType.ADAPTER)
         writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
         writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(config["lora_alpha"]))
+        writer.add_string(BASE_FILE_KEY, base_gguf.name)
         for name, data in tensors:
             writer.add_tensor(name, np.ascontiguousarray(data))
         writer.write_header_to_file()

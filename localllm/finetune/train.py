@@ -1,84 +1,45 @@
-"""The training process: `python -m localllm.finetune.train RUN_DIR`, or `train(run_dir)` in-process.
+"""The training process: `python -m localllm.finetune.train RUN_DIR [--resume]`, or `train(run_dir)`.
 
-RUN_DIR/config.json says what to do:
-
-    {"base_gguf": "...gguf", "data": "...jsonl", "method": "lora", "rank": 8, "alpha": 16,
-     "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"], "learning_rate": 2e-4,
-     "max_steps": 100, "batch_size": 4, "max_length": 256, "seed": 0}
-
-and optionally "validation_fraction" (0), "logging_steps" (1), "threads" (1), "hf_cache" (where the
-HF copy of the base is kept; default RUN_DIR/../.hf-base). It writes:
-
-    RUN_DIR/status.json    {"state": "running" | "done" | "failed", "error"?, "step", "max_steps"}
-    RUN_DIR/metrics.jsonl  one line per logging step: step, loss, learning_rate, tokens_per_s, ...
-    RUN_DIR/adapter/       the PEFT adapter (finetune.export turns it into a GGUF LoRA)
+RUN_DIR/config.json says what to do (keys and defaults in finetune.run_files): the base GGUF, the
+JSONL data, "lora" or "qlora" (4-bit NF4 base through bitsandbytes) and the hyper-parameters; with
+"adapter_gguf" the adapter is also written there as a GGUF LoRA, and "samples" validation prompts are
+answered by the base and the tuned model side by side. status.json moves through starting ->
+evaluating -> running -> evaluating -> exporting -> done (or failed / cancelled), with the validation
+loss before and after.
 
 Chat examples are rendered with the base GGUF's own chat template (finetune.data), so the model is
 trained on exactly the text llama.cpp prompts it with; the loss is on the assistant's answer only.
+A cancel file in RUN_DIR (or SIGTERM) stops training at the end of the current step, after saving a
+checkpoint that `--resume` continues from.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import signal
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
 from typing import Any
 
 from localllm.errors import LocalLLMError
+from localllm.finetune.run_files import (
+    TrainConfigError,
+    cancel_requested,
+    read_config,
+    read_metrics,
+    read_status,
+    update_status,
+)
 
-DEFAULTS: dict[str, Any] = {
-    "method": "lora",
-    "rank": 8,
-    "alpha": 16,
-    "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
-    "learning_rate": 2e-4,
-    "max_steps": 100,
-    "batch_size": 4,
-    "max_length": 256,
-    "seed": 0,
-    "validation_fraction": 0.0,
-    "logging_steps": 1,
-    "threads": 1,  # measured: one torch thread is ~6x faster than two on a 2-vCPU machine
-}
+__all__ = ["TrainConfigError", "TrainingCancelled", "build_dataset", "train"]
 
 
-class TrainConfigError(LocalLLMError):
-    """config.json is missing or asks for something we can't do."""
-
-
-def read_config(run_dir: Path) -> dict[str, Any]:
-    try:
-        given = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise TrainConfigError(f"can't read {run_dir / 'config.json'}: {e}") from e
-    if not isinstance(given, dict):
-        raise TrainConfigError("config.json must be a JSON object")
-    config = {**DEFAULTS, **given}
-    for key in ("base_gguf", "data"):
-        if not isinstance(config.get(key), str) or not config[key]:
-            raise TrainConfigError(f"config.json needs '{key}' (a path)")
-    if config["method"] != "lora":
-        raise TrainConfigError(f"method {config['method']!r} is not supported (only 'lora')")
-    return config
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(data, fh)
-    os.chmod(tmp, 0o644)  # mkstemp makes it owner-only
-    os.replace(tmp, path)
-
-
-def _status(run_dir: Path, state: str, step: int, max_steps: int, error: str | None = None) -> None:
-    data: dict[str, Any] = {"state": state, "step": step, "max_steps": max_steps}
-    if error is not None:
-        data["error"] = error
-    _write_json(run_dir / "status.json", data)
+class TrainingCancelled(LocalLLMError):
+    """The user asked the run to stop; a checkpoint was kept when there was one to keep."""
 
 
 def build_dataset(config: dict[str, Any]) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
@@ -112,60 +73,184 @@ def build_dataset(config: dict[str, Any]) -> tuple[list[dict[str, str]], list[di
     return [row(e) for e in train], [row(e) for e in validation]
 
 
-def train(run_dir: str | Path) -> None:
-    """Run the training RUN_DIR/config.json describes; status.json says how it ended."""
+def train(run_dir: str | Path, *, resume: bool = False) -> dict[str, Any]:
+    """Run the training RUN_DIR/config.json describes; returns the final status.json."""
     run_dir = Path(run_dir)
-    max_steps = 0
     try:
         config = read_config(run_dir)
-        max_steps = int(config["max_steps"])
-        _status(run_dir, "running", 0, max_steps)
-        _train(run_dir, config)
+        steps = int(config.get("max_steps") or 0)
+        update_status(
+            run_dir, state="starting", pid=os.getpid(), error=None, max_steps=steps or None
+        )
+        if not resume:
+            update_status(run_dir, step=0, eval_loss_before=None, eval_loss_after=None)
+        _train(run_dir, config, resume)
+    except TrainingCancelled as e:
+        return update_status(run_dir, state="cancelled", error=str(e), pid=None)
     except BaseException as e:
         message = str(e) if isinstance(e, LocalLLMError) else f"{type(e).__name__}: {e}"
-        step = _last_step(run_dir)
-        _status(run_dir, "failed", step, max_steps, message or type(e).__name__)
+        update_status(run_dir, state="failed", error=message or type(e).__name__, pid=None)
         raise
+    return update_status(run_dir, state="done", pid=None)
 
 
-def _last_step(run_dir: Path) -> int:
-    try:
-        return int(json.loads((run_dir / "status.json").read_text(encoding="utf-8"))["step"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0
+def _check_cancel(run_dir: Path) -> None:
+    if cancel_requested(run_dir):
+        raise TrainingCancelled("cancelled by the user")
 
 
-def _train(run_dir: Path, config: dict[str, Any]) -> None:
+def _train(run_dir: Path, config: dict[str, Any], resume: bool) -> None:
     threads = int(config["threads"])
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     import torch
     from datasets import Dataset
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
-    from trl import SFTConfig, SFTTrainer
+    from transformers.trainer_utils import get_last_checkpoint
+    from trl import SFTTrainer
 
     from localllm.finetune.base import hf_base
 
     torch.set_num_threads(threads)
-    max_steps = int(config["max_steps"])
     train_rows, validation_rows = build_dataset(config)
     cache = Path(config.get("hf_cache") or run_dir.parent / ".hf-base")
     base_dir = hf_base(config["base_gguf"], cache)
+    _check_cancel(run_dir)
+    tokenizer, model = _load(base_dir, config, torch)
+
+    checkpoints = run_dir / "checkpoints"
+    last = get_last_checkpoint(str(checkpoints)) if resume and checkpoints.is_dir() else None
+    _keep_metrics_until(run_dir, _checkpoint_step(last) if last else 0)
+    trainer = SFTTrainer(
+        model=model,
+        args=_arguments(config, checkpoints, bool(validation_rows), torch),
+        train_dataset=Dataset.from_list(train_rows),
+        eval_dataset=Dataset.from_list(validation_rows) if validation_rows else None,
+        processing_class=tokenizer,
+        peft_config=_lora(config),
+        callbacks=[_progress_callback(run_dir)],
+    )
+    if validation_rows and "eval_loss_before" not in read_status(run_dir):
+        update_status(run_dir, state="evaluating")
+        before = float(trainer.evaluate()["eval_loss"])
+        update_status(run_dir, eval_loss_before=before, perplexity_before=_ppl(before))
+    _check_cancel(run_dir)
+    update_status(run_dir, state="running")
+    trainer.train(resume_from_checkpoint=last)
+    if cancel_requested(run_dir):
+        raise TrainingCancelled(f"cancelled at step {trainer.state.global_step}; resume continues")
+    update_status(run_dir, step=trainer.state.global_step, max_steps=trainer.state.max_steps)
+    trainer.model.save_pretrained(run_dir / "adapter")
+    tokenizer.save_pretrained(run_dir / "adapter")
+    if validation_rows:
+        after = _eval_at(trainer.state.log_history, trainer.state.global_step)
+        if after is None:
+            update_status(run_dir, state="evaluating")
+            after = float(trainer.evaluate()["eval_loss"])
+        update_status(run_dir, eval_loss_after=after, perplexity_after=_ppl(after))
+    del trainer, model
+    _finish(run_dir, config)
+
+
+def _load(base_dir: Path, config: dict[str, Any], torch: Any) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    if config["method"] != "qlora":
+        return tokenizer, AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+
+    from peft import prepare_model_for_kbit_training
+    from transformers import BitsAndBytesConfig
+
+    quantization = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16 if torch.cuda.is_available() else torch.float32,
+    )
+    device = {"": 0} if torch.cuda.is_available() else {"": "cpu"}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            base_dir, quantization_config=quantization, device_map=device
+        )
+    except Exception as e:  # bitsandbytes missing or without a backend for this machine
+        raise LocalLLMError(
+            f"can't load the base in 4 bits for QLoRA ({e}); try method lora"
+        ) from e
+    return tokenizer, prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+
+
+def _lora(config: dict[str, Any]) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=int(config["rank"]),
+        lora_alpha=float(config["alpha"]),
+        lora_dropout=0.0,
+        target_modules=list(config["target_modules"]),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def _arguments(config: dict[str, Any], output: Path, evaluate: bool, torch: Any) -> Any:
+    from trl import SFTConfig
+
+    steps = int(config.get("max_steps") or 0)
+    save_steps = max(1, int(config["save_steps"]))
+    gpu = torch.cuda.is_available()
+    # the library defaults are for a GPU: activation checkpointing trades compute for memory a
+    # small model doesn't need, and bf16 autocast is slower than fp32 on most CPUs
+    checkpointing = (
+        "activation_checkpointing"
+        if "activation_checkpointing" in SFTConfig.__dataclass_fields__
+        else "gradient_checkpointing"
+    )
+    return SFTConfig(
+        output_dir=str(output),
+        max_steps=steps if steps > 0 else -1,
+        num_train_epochs=float(config.get("epochs") or 1),
+        per_device_train_batch_size=int(config["batch_size"]),
+        per_device_eval_batch_size=int(config["batch_size"]),
+        learning_rate=float(config["learning_rate"]),
+        lr_scheduler_type="linear",
+        warmup_steps=0,
+        logging_steps=int(config["logging_steps"]),
+        save_strategy="steps",
+        save_steps=save_steps,
+        save_total_limit=2,
+        eval_strategy="steps" if evaluate else "no",
+        eval_steps=save_steps if evaluate else None,
+        report_to=[],
+        max_length=int(config["max_length"]),
+        seed=int(config["seed"]),
+        use_cpu=not gpu,
+        bf16=gpu and torch.cuda.is_bf16_supported(),
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        **{checkpointing: False},
+    )
+
+
+def _progress_callback(run_dir: Path) -> Any:
+    from transformers import TrainerCallback
 
     metrics_path = run_dir / "metrics.jsonl"
-    metrics_path.write_text("", encoding="utf-8")
 
     class Progress(TrainerCallback):  # type: ignore[misc]
         def __init__(self) -> None:
             self.last_time = time.monotonic()
-            self.last_tokens = 0.0
+            self.last_tokens: float | None = None
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            update_status(run_dir, step=state.global_step, max_steps=state.max_steps)
+            self.last_time = time.monotonic()
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            _status(run_dir, "running", state.global_step, max_steps)
+            update_status(run_dir, step=state.global_step, max_steps=state.max_steps)
+            if cancel_requested(run_dir):
+                control.should_save = True  # the checkpoint --resume continues from
+                control.should_training_stop = True
 
         def on_log(
             self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any
@@ -180,70 +265,82 @@ def _train(run_dir: Path, config: dict[str, Any]) -> None:
                     line[key] = float(logs[key])
             tokens = logs.get("num_tokens")
             if tokens is not None and "loss" in logs:
-                elapsed = now - self.last_time
-                if elapsed > 0:
-                    line["tokens_per_s"] = round((float(tokens) - self.last_tokens) / elapsed, 1)
+                if self.last_tokens is not None and now > self.last_time:
+                    line["tokens_per_s"] = round(
+                        (float(tokens) - self.last_tokens) / (now - self.last_time), 1
+                    )
+                elif self.last_tokens is None and now > self.last_time:
+                    line["tokens_per_s"] = round(float(tokens) / (now - self.last_time), 1)
                 self.last_tokens, self.last_time = float(tokens), now
             with metrics_path.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(line) + "\n")
 
-    args = SFTConfig(
-        output_dir=str(run_dir / "checkpoints"),
-        max_steps=max_steps,
-        per_device_train_batch_size=int(config["batch_size"]),
-        per_device_eval_batch_size=int(config["batch_size"]),
-        learning_rate=float(config["learning_rate"]),
-        lr_scheduler_type="linear",
-        warmup_steps=0,
-        logging_steps=int(config["logging_steps"]),
-        save_strategy="no",
-        eval_strategy="no",
-        report_to=[],
-        max_length=int(config["max_length"]),
-        seed=int(config["seed"]),
-        use_cpu=True,
-        dataloader_num_workers=0,
-        disable_tqdm=True,
+    return Progress()
+
+
+def _checkpoint_step(path: str) -> int:
+    try:
+        return int(Path(path).name.rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+        return 0
+
+
+def _keep_metrics_until(run_dir: Path, step: int) -> None:
+    """A resumed run repeats the steps after its checkpoint: drop their old lines."""
+    kept = [m for m in read_metrics(run_dir) if int(m.get("step", 0)) <= step]
+    (run_dir / "metrics.jsonl").write_text(
+        "".join(json.dumps(m) + "\n" for m in kept), encoding="utf-8"
     )
-    peft_config = LoraConfig(
-        r=int(config["rank"]),
-        lora_alpha=float(config["alpha"]),
-        lora_dropout=0.0,
-        target_modules=list(config["target_modules"]),
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
-    trainer = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=Dataset.from_list(train_rows),
-        eval_dataset=Dataset.from_list(validation_rows) if validation_rows else None,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=[Progress()],
-    )
-    trainer.train()
-    if validation_rows:
-        trainer.evaluate()
-    trainer.model.save_pretrained(run_dir / "adapter")
-    tokenizer.save_pretrained(run_dir / "adapter")
-    _status(run_dir, "done", trainer.state.global_step, max_steps)
+
+
+def _eval_at(history: list[dict[str, Any]], step: int) -> float | None:
+    """The validation loss the trainer already measured at `step`, if it did."""
+    for row in reversed(history):
+        if row.get("step") == step and "eval_loss" in row:
+            return float(row["eval_loss"])
+    return None
+
+
+def _ppl(loss: float) -> float:
+    return math.exp(min(loss, 50.0))
+
+
+def _finish(run_dir: Path, config: dict[str, Any]) -> None:
+    """The adapter as a GGUF LoRA next to the chat models, and the side-by-side answers."""
+    out = config.get("adapter_gguf")
+    if not out:
+        return
+    from localllm.finetune.compare import compare_answers
+    from localllm.finetune.export import export_lora_gguf
+
+    update_status(run_dir, state="exporting")
+    lora = export_lora_gguf(run_dir / "adapter", config["base_gguf"], out)
+    update_status(run_dir, adapter_gguf=str(lora))
+    count = int(config.get("samples", 3))
+    if count > 0:
+        compare_answers(run_dir, config["base_gguf"], lora, count)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m localllm.finetune.train RUN_DIR", file=sys.stderr)
+    resume = "--resume" in argv
+    args = [a for a in argv if a != "--resume"]
+    if len(args) != 1:
+        print("usage: python -m localllm.finetune.train RUN_DIR [--resume]", file=sys.stderr)
         return 2
+    run_dir = Path(args[0])
+    # SIGTERM (the app or the OS asking us to stop) ends the current step cleanly, like a cancel
+    signal.signal(signal.SIGTERM, lambda *_: (run_dir / "cancel").touch())
     try:
-        train(Path(argv[0]))
+        status = train(run_dir, resume=resume)
     except LocalLLMError as e:
         print(f"training failed: {e}", file=sys.stderr)
         return 1
     except Exception:
         traceback.print_exc()
         return 1
-    return 0
+    print(json.dumps(status))
+    return 0 if status.get("state") == "done" else 3
 
 
 if __name__ == "__main__":

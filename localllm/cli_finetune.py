@@ -1,0 +1,180 @@
+"""`localllm finetune | runs | export`: fine-tune runs from the command line (finetune.jobs)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from localllm.config import Settings, ensure_dir
+from localllm.errors import LocalLLMError
+from localllm.finetune import jobs
+
+
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+
+
+def _progress(info: jobs.RunInfo) -> None:
+    total = f"/{info.max_steps}" if info.max_steps else ""
+    print(f"{info.id}: {info.state} step {info.step}{total}", file=sys.stderr, flush=True)
+
+
+def _follow(settings: Settings, run_id: str, quiet: bool) -> jobs.RunInfo:
+    """Wait for the run; Ctrl-C cancels it (a checkpoint is kept) and waits for it to stop."""
+    try:
+        return jobs.wait(settings, run_id, None if quiet else _progress)
+    except KeyboardInterrupt:
+        print(f"cancelling {run_id} (resume: localllm finetune --resume {run_id})", file=sys.stderr)
+        jobs.cancel(settings, run_id)
+        return jobs.wait(settings, run_id)
+
+
+def cmd_finetune(settings: Settings, args: argparse.Namespace) -> int:
+    if args.resume:
+        run_id = args.resume
+        jobs.start(settings, run_id, resume=True)
+    else:
+        if not args.data:
+            raise LocalLLMError("give --data FILE.jsonl (or --resume RUN)")
+        hyper = {
+            "max_steps": args.max_steps,
+            "epochs": args.epochs,
+            "rank": args.rank,
+            "alpha": args.alpha,
+            "learning_rate": args.learning_rate,
+            "batch_size": args.batch_size,
+            "max_length": args.max_length,
+            "validation_fraction": args.validation_fraction,
+            "samples": args.samples,
+        }
+        if args.epochs and args.max_steps is None:
+            hyper["max_steps"] = 0
+        run_id, loaded = jobs.create_run(
+            settings, args.data, base=args.base, method=args.method, **hyper
+        )
+        if loaded.problems:
+            print(f"{Path(args.data).name}: {loaded.summary()}", file=sys.stderr)
+        jobs.start(settings, run_id)
+    if not args.quiet:
+        print(
+            f"run {run_id}: log in {jobs.run_path(settings, run_id) / 'train.log'}", file=sys.stderr
+        )
+    info = _follow(settings, run_id, args.quiet or args.json)
+    result = {
+        "run": info.id,
+        "state": info.state,
+        "adapter_gguf": info.adapter_gguf,
+        "eval_loss_before": info.eval_loss_before,
+        "eval_loss_after": info.eval_loss_after,
+        "perplexity_before": info.perplexity_before,
+        "perplexity_after": info.perplexity_after,
+        "steps": info.step,
+    }
+    if info.state != "done":
+        result["error"] = info.error
+    if args.json:
+        _print_json(result)
+    elif info.state == "done":
+        print(f"run {info.id} done: {info.adapter_gguf}")
+        if info.eval_loss_before is not None and info.eval_loss_after is not None:
+            print(
+                f"validation loss {info.eval_loss_before:.3f} -> {info.eval_loss_after:.3f}"
+                f" (perplexity {info.perplexity_before:.1f} -> {info.perplexity_after:.1f})"
+            )
+    else:
+        print(f"run {info.id} {info.state}: {info.error}", file=sys.stderr)
+    return 0 if info.state == "done" else 1
+
+
+def cmd_runs(settings: Settings, args: argparse.Namespace) -> int:
+    runs = jobs.list_runs(settings)
+    if args.json:
+        _print_json({"runs_dir": str(settings.runs_dir), "runs": [r.to_dict() for r in runs]})
+        return 0
+    if not runs:
+        print(f"no fine-tune runs in {settings.runs_dir}")
+    for r in runs:
+        steps = f"{r.step}/{r.max_steps}" if r.max_steps else str(r.step)
+        loss = ""
+        if r.eval_loss_before is not None and r.eval_loss_after is not None:
+            loss = f"  val loss {r.eval_loss_before:.3f} -> {r.eval_loss_after:.3f}"
+        print(f"{r.id}  {r.state:<10} {r.method:<5} {r.base}  steps {steps}{loss}")
+        if r.error and r.state != "done":
+            print(f"    {r.error}")
+    return 0
+
+
+def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
+    from localllm.finetune.export import export_lora_gguf
+
+    info = jobs.run_info(settings, args.run)
+    adapter = Path(info.path) / "adapter"
+    if not (adapter / "adapter_model.safetensors").is_file():
+        raise LocalLLMError(f"run {info.id} has no trained adapter yet (state: {info.state})")
+    base_gguf = info.config["base_gguf"]
+    stem = f"{Path(base_gguf).name.removesuffix('.gguf')}--{info.id}"
+    models = ensure_dir(settings.models_dir)
+    lora = Path(info.adapter_gguf or models / f"{stem}.lora.gguf")
+    if not lora.is_file() or not (args.merge or args.quant):
+        lora = export_lora_gguf(adapter, base_gguf, models / f"{stem}.lora.gguf")
+    result: dict[str, Any] = {"run": info.id, "adapter_gguf": str(lora)}
+    if args.merge or args.quant:
+        from localllm.finetune.merge import merge_lora_gguf
+
+        quant = (args.quant or "F16").upper()
+        out = models / f"{stem}.{quant}.gguf"
+
+        def progress(fraction: float, message: str) -> None:
+            if not args.json:
+                print(f"{fraction:4.0%} {message}", file=sys.stderr, flush=True)
+
+        merged = merge_lora_gguf(Path(base_gguf), lora, out, quant=quant, progress=progress)
+        result["merged_gguf"] = str(merged)
+        result["quant"] = quant
+    if args.json:
+        _print_json(result)
+    else:
+        for key in ("adapter_gguf", "merged_gguf"):
+            if key in result:
+                print(result[key])
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    tune = sub.add_parser("finetune", help="(Q)LoRA fine-tune a chat model on a JSONL dataset")
+    tune.add_argument(
+        "--data", help="JSONL: messages | prompt+completion | instruction+output | text"
+    )
+    tune.add_argument("--base", help="the chat model to tune (default: the default model)")
+    tune.add_argument("--method", choices=["lora", "qlora"], default="lora")
+    tune.add_argument("--max-steps", type=int)
+    tune.add_argument("--epochs", type=float, help="train for epochs instead of --max-steps")
+    tune.add_argument("--rank", type=int)
+    tune.add_argument("--alpha", type=float)
+    tune.add_argument("--learning-rate", type=float)
+    tune.add_argument("--batch-size", type=int)
+    tune.add_argument("--max-length", type=int, help="tokens per example (longer ones are cut)")
+    tune.add_argument("--validation-fraction", type=float)
+    tune.add_argument("--samples", type=int, help="held-out prompts answered before/after (3)")
+    tune.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint")
+    tune.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    tune.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    tune.set_defaults(func=cmd_finetune)
+
+    runs = sub.add_parser("runs", help="list fine-tune runs")
+    runs.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    runs.set_defaults(func=cmd_runs)
+
+    export = sub.add_parser(
+        "export", help="write a run's adapter as a GGUF LoRA, or merged into a full GGUF"
+    )
+    export.add_argument("run")
+    export.add_argument("--merge", action="store_true", help="a full GGUF (base + adapter)")
+    export.add_argument(
+        "--quant", type=str.upper, choices=["F16", "Q8_0", "Q4_K_M"], help="implies --merge"
+    )
+    export.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    export.set_defaults(func=cmd_export)

@@ -1,0 +1,76 @@
+"""A few held-out prompts answered by the base GGUF and by the base with the run's LoRA, side by side.
+
+Both run in llama.cpp over the original quantized file, exactly as the chat tab will run them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from localllm.finetune.data import Example, load_jsonl, split
+from localllm.finetune.run_files import read_config, write_json
+
+
+def held_out_prompts(config: dict[str, Any], count: int) -> list[Example]:
+    """The first `count` chat examples of the validation split (training ones if it is empty)."""
+    loaded = load_jsonl(config["data"])
+    train, validation = split(
+        loaded.examples, float(config["validation_fraction"]), int(config["seed"])
+    )
+    pool = [e for e in validation or train if e.messages and e.messages[-1]["role"] == "assistant"]
+    return pool[:count]
+
+
+def _answers(
+    base_gguf: str | Path, lora: str | Path | None, examples: list[Example], max_tokens: int
+) -> list[str]:
+    from llama_cpp import Llama
+
+    llm = Llama(
+        model_path=str(base_gguf),
+        lora_path=str(lora) if lora else None,
+        n_ctx=2048,
+        n_threads=1,
+        seed=0,
+        verbose=False,
+    )
+    try:
+        out = []
+        for example in examples:
+            assert example.messages is not None
+            reply = llm.create_chat_completion(
+                messages=example.messages[:-1],  # type: ignore[arg-type]
+                temperature=0.0,
+                max_tokens=max_tokens,
+                repeat_penalty=1.1,
+            )
+            out.append((reply["choices"][0]["message"]["content"] or "").strip())  # type: ignore[index]
+        return out
+    finally:
+        llm.close()
+
+
+def compare_answers(
+    run_dir: Path, base_gguf: str | Path, lora: str | Path, count: int = 3, max_tokens: int = 96
+) -> list[dict[str, str]]:
+    """Answer `count` held-out prompts with and without the LoRA; also saved as samples.json."""
+    examples = held_out_prompts(read_config(run_dir), count)
+    if not examples:
+        write_json(run_dir / "samples.json", {"samples": []})
+        return []
+    base = _answers(base_gguf, None, examples, max_tokens)
+    tuned = _answers(base_gguf, lora, examples, max_tokens)
+    samples = []
+    for example, before, after in zip(examples, base, tuned, strict=True):
+        assert example.messages is not None
+        samples.append(
+            {
+                "prompt": example.messages[-2]["content"] if len(example.messages) > 1 else "",
+                "expected": example.messages[-1]["content"],
+                "base": before,
+                "tuned": after,
+            }
+        )
+    write_json(run_dir / "samples.json", {"samples": samples})
+    return samples

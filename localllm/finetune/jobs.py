@@ -1,0 +1,276 @@
+"""Fine-tune runs in runs/: create one from a dataset, launch its training process, follow, cancel,
+resume and list them. Training runs in `python -m localllm.finetune.train` (finetune.train), so the
+app and CLI never import torch and a crash in training can't take the app down.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from localllm.config import Settings, ensure_dir
+from localllm.errors import DatasetError, LocalLLMError
+from localllm.finetune.data import LoadedDataset, load_jsonl, write_jsonl
+from localllm.finetune.run_files import (
+    ACTIVE_STATES,
+    DEFAULTS,
+    check_config,
+    read_json,
+    read_metrics,
+    read_status,
+    update_status,
+    write_json,
+)
+from localllm.llm.catalog import ModelInfo, resolve
+
+_processes: dict[str, subprocess.Popen[bytes]] = {}
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class RunError(LocalLLMError):
+    """A run that doesn't exist, is already training, or can't be started."""
+
+
+@dataclass
+class RunInfo:
+    id: str
+    path: str
+    state: str  # starting | evaluating | running | exporting | done | failed | cancelled
+    step: int = 0
+    max_steps: int | None = None
+    error: str | None = None
+    method: str = ""
+    base: str = ""
+    data: str = ""
+    examples: int = 0
+    created: str = ""
+    eval_loss_before: float | None = None
+    eval_loss_after: float | None = None
+    perplexity_before: float | None = None
+    perplexity_after: float | None = None
+    adapter_gguf: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+    @property
+    def resumable(self) -> bool:
+        return self.state in ("cancelled", "failed") and any(
+            Path(self.path, "checkpoints").glob("checkpoint-*")
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def runs_dir(settings: Settings) -> Path:
+    return ensure_dir(settings.runs_dir)
+
+
+def run_path(settings: Settings, run_id: str) -> Path:
+    if not _RUN_ID.match(run_id) or not (runs_dir(settings) / run_id / "config.json").is_file():
+        known = ", ".join(r.id for r in list_runs(settings)[:10]) or "none yet"
+        raise RunError(f"no fine-tune run {run_id!r} (runs: {known})")
+    return runs_dir(settings) / run_id
+
+
+def adapter_name(base: ModelInfo, run_id: str) -> str:
+    return f"{base.name.removesuffix('.gguf')}--{run_id}.lora.gguf"
+
+
+def create_run(
+    settings: Settings,
+    data: str | Path,
+    *,
+    base: str | None = None,
+    method: str = "lora",
+    **hyper: Any,
+) -> tuple[str, LoadedDataset]:
+    """A new run folder for `data` on `base` (a chat model's name; default: the default model).
+
+    The dataset is validated first (DatasetError if nothing usable is left) and copied into the run
+    in its normalised form; the lines it dropped are reported with the run."""
+    info = resolve(settings, base)
+    if info.kind != "model":
+        raise RunError(f"{info.name} is a LoRA adapter; pick the model it was trained on")
+    loaded = load_jsonl(data)
+    if not loaded.examples:
+        raise DatasetError(f"{Path(data).name}: no usable examples ({loaded.summary()})")
+    unknown = set(hyper) - set(DEFAULTS) - {"samples"}
+    if unknown:
+        raise RunError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    run_id = f"{stamp}-{method}"
+    n = 2
+    while (runs_dir(settings) / run_id).exists():
+        run_id, n = f"{stamp}-{method}-{n}", n + 1
+    folder = runs_dir(settings) / run_id
+    config = check_config(
+        {
+            **DEFAULTS,
+            **{k: v for k, v in hyper.items() if v is not None},
+            "method": method,
+            "base_gguf": info.path,
+            "base_name": info.name,
+            "data": str((folder / "data.jsonl").resolve()),
+            "data_name": Path(data).name,
+            "hf_cache": str((runs_dir(settings) / ".hf-base").resolve()),
+            "adapter_gguf": str(
+                (ensure_dir(settings.models_dir) / adapter_name(info, run_id)).resolve()
+            ),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+    )
+    folder.mkdir(parents=True)
+    try:
+        write_jsonl(loaded.examples, folder / "data.jsonl")
+        write_json(folder / "config.json", config)
+        write_json(
+            folder / "status.json",
+            {
+                "state": "created",
+                "step": 0,
+                "max_steps": config.get("max_steps") or None,
+                "examples": len(loaded.examples),
+                "dropped": [str(p) for p in loaded.problems],
+            },
+        )
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return run_id, loaded
+
+
+def start(settings: Settings, run_id: str, *, resume: bool = False) -> RunInfo:
+    """Launch the training process for `run_id` (resume: from its last checkpoint)."""
+    folder = run_path(settings, run_id)
+    current = run_info(settings, run_id)
+    if current.active:
+        raise RunError(f"run {run_id} is already {current.state}")
+    if resume and not current.resumable:
+        raise RunError(f"run {run_id} has no checkpoint to resume from (state: {current.state})")
+    (folder / "cancel").unlink(missing_ok=True)
+    update_status(folder, state="starting", error=None)
+    command = [sys.executable, "-m", "localllm.finetune.train", str(folder)]
+    if resume:
+        command.append("--resume")
+    with (folder / "train.log").open("ab") as log:
+        process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # a Ctrl-C in the terminal goes to the app, not to training
+        )
+    _processes[str(folder.resolve())] = process
+    update_status(folder, pid=process.pid)
+    return run_info(settings, run_id)
+
+
+def cancel(settings: Settings, run_id: str) -> RunInfo:
+    """Ask the run to stop; it saves a checkpoint at the end of the current step and exits."""
+    folder = run_path(settings, run_id)
+    (folder / "cancel").touch()
+    return run_info(settings, run_id)
+
+
+def _alive(folder: Path, pid: Any) -> bool:
+    process = _processes.get(str(folder.resolve()))
+    if process is not None:
+        return process.poll() is None
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _log_tail(folder: Path, lines: int = 6) -> str:
+    try:
+        text = (folder / "train.log").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    kept = [line for line in text.splitlines() if line.strip() and "Warning" not in line]
+    return " | ".join(kept[-lines:])
+
+
+def run_info(settings: Settings, run_id: str) -> RunInfo:
+    folder = run_path(settings, run_id)
+    config = read_json(folder / "config.json")
+    status = read_status(folder)
+    state = str(status.get("state", "created"))
+    error = status.get("error")
+    if state in ACTIVE_STATES and not _alive(folder, status.get("pid")):
+        tail = _log_tail(folder)
+        state = "failed"
+        error = "the training process stopped without finishing" + (f": {tail}" if tail else "")
+        update_status(folder, state=state, error=error, pid=None)
+    return RunInfo(
+        id=run_id,
+        path=str(folder),
+        state=state,
+        step=int(status.get("step") or 0),
+        max_steps=status.get("max_steps"),
+        error=error,
+        method=str(config.get("method", "")),
+        base=str(config.get("base_name", Path(str(config.get("base_gguf", ""))).name)),
+        data=str(config.get("data_name", "")),
+        examples=int(status.get("examples") or 0),
+        created=str(config.get("created", "")),
+        eval_loss_before=status.get("eval_loss_before"),
+        eval_loss_after=status.get("eval_loss_after"),
+        perplexity_before=status.get("perplexity_before"),
+        perplexity_after=status.get("perplexity_after"),
+        adapter_gguf=status.get("adapter_gguf"),
+        config=config,
+    )
+
+
+def list_runs(settings: Settings) -> list[RunInfo]:
+    """Every run, newest first."""
+    folders = [p for p in runs_dir(settings).iterdir() if (p / "config.json").is_file()]
+    return [run_info(settings, p.name) for p in sorted(folders, key=lambda p: p.name, reverse=True)]
+
+
+def metrics(settings: Settings, run_id: str) -> list[dict[str, Any]]:
+    return read_metrics(run_path(settings, run_id))
+
+
+def samples(settings: Settings, run_id: str) -> list[dict[str, str]]:
+    found = read_json(run_path(settings, run_id) / "samples.json").get("samples")
+    return found if isinstance(found, list) else []
+
+
+def wait(
+    settings: Settings,
+    run_id: str,
+    on_update: Callable[[RunInfo], None] | None = None,
+    poll_s: float = 1.0,
+) -> RunInfo:
+    """Block until the run is no longer active; `on_update` sees each status change."""
+    last: tuple[str, int] | None = None
+    while True:
+        info = run_info(settings, run_id)
+        if on_update is not None and (info.state, info.step) != last:
+            on_update(info)
+            last = (info.state, info.step)
+        if not info.active:
+            process = _processes.pop(str(Path(info.path).resolve()), None)
+            if process is not None:
+                process.wait()
+            return info
+        time.sleep(poll_s)
