@@ -57,6 +57,13 @@ def cmd_finetune(settings: Settings, args: argparse.Namespace) -> int:
         )
         if loaded.problems:
             print(f"{Path(args.data).name}: {loaded.summary()}", file=sys.stderr)
+        created = jobs.run_info(settings, run_id)
+        if created.truncated:
+            print(
+                f"{created.truncated} of {created.examples} examples are longer than "
+                f"{created.config['max_length']} tokens and will be cut (--max-length)",
+                file=sys.stderr,
+            )
         jobs.start(settings, run_id)
     if not args.quiet:
         print(

@@ -39,6 +39,12 @@ def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
+@pytest.fixture(scope="session")
+def hf_base_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One folder for the HF copy of the bundled GGUF that training makes (~25 s, once a run)."""
+    return tmp_path_factory.mktemp("hf-base")
+
+
 @pytest.fixture(autouse=True)
 def _isolated_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, shared_cache: Path) -> None:
     """No test reads the developer's localllm.toml or LOCALLLM_* variables."""
@@ -117,7 +123,10 @@ class RunningApp:
 
 @pytest.fixture(scope="session")
 def running_app(
-    tmp_path_factory: pytest.TempPathFactory, bundled_path: Path, shared_cache: Path
+    tmp_path_factory: pytest.TempPathFactory,
+    bundled_path: Path,
+    shared_cache: Path,
+    hf_base_cache: Path,
 ) -> Iterator[RunningApp]:
     """The real app, started as a user would (`localllm serve`), on a free loopback port.
 
@@ -126,6 +135,8 @@ def running_app(
     data = tmp_path_factory.mktemp("app")
     (data / "models").mkdir()
     (data / "models" / "doomed.gguf").symlink_to(bundled_path)
+    (data / "runs").mkdir()
+    (data / "runs" / ".hf-base").symlink_to(hf_base_cache)
     port = free_port()
     env = cli_env(
         LOCALLLM_MODELS_DIR=str(data / "models"),

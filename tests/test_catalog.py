@@ -130,3 +130,31 @@ def test_delete_model_stays_inside_the_models_folder(settings: Settings, tmp_pat
     assert not (settings.models_dir / "a.gguf").exists()
     with pytest.raises(ModelNotFoundError):
         delete_model(settings, "a.gguf")
+
+
+def test_an_adapter_over_a_model_here_is_a_chat_model(
+    settings: Settings, bundled_path: Path
+) -> None:
+    """A LoRA naming a base in the catalog is offered for chat and loads over that base; one whose
+    base is missing is listed but not offered, and asking for it says which base is missing."""
+    from localllm.llm.catalog import chat_models
+    from localllm.llm.manager import ModelManager
+
+    settings.models_dir.mkdir(parents=True)
+    ours = write_lora_adapter(
+        settings.models_dir / "tuned.lora.gguf", bundled_path, scale=0.05, base_name=bundled_path.name
+    )
+    orphan = write_lora_adapter(
+        settings.models_dir / "orphan.lora.gguf", bundled_path, scale=0.05, base_name="gone.gguf"
+    )
+    offered = [m.name for m in chat_models(settings)]
+    assert ours.name in offered and orphan.name not in offered
+    manager = ModelManager(settings)
+    try:
+        model = manager.get(ours.name)
+        assert model.path == bundled_path and model.lora_path == ours
+        assert model.name == ours.name
+        with pytest.raises(ModelNotFoundError, match="gone.gguf"):
+            manager.get(orphan.name)
+    finally:
+        manager.close()

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from localllm.llm.catalog import bundled_model_path
-from tests.conftest import require
+from tests.conftest import cli_env, require, run_cli
 
 MISSING = [m for m in ("torch", "peft", "trl") if importlib.util.find_spec(m) is None]
 
@@ -52,11 +50,6 @@ def base_gguf() -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def hf_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("hf-base")
-
-
 def _ask(base: Path, lora: Path | None, question: str) -> str:
     from llama_cpp import Llama
 
@@ -77,7 +70,7 @@ def _ask(base: Path, lora: Path | None, question: str) -> str:
         llm.close()
 
 
-def test_hf_base_matches_the_gguf_up_to_the_qk_permutation(base_gguf: Path, hf_cache: Path):
+def test_hf_base_matches_the_gguf_up_to_the_qk_permutation(base_gguf: Path, hf_base_cache: Path):
     """The HF copy is the GGUF's weights, q/k rows un-permuted: what export.py re-permutes."""
     import gguf
     from safetensors.numpy import load_file
@@ -85,8 +78,8 @@ def test_hf_base_matches_the_gguf_up_to_the_qk_permutation(base_gguf: Path, hf_c
     from localllm.finetune.base import hf_base
     from localllm.finetune.export import _permute
 
-    folder = hf_base(base_gguf, hf_cache)
-    assert hf_base(base_gguf, hf_cache) == folder  # cached, not made again
+    folder = hf_base(base_gguf, hf_base_cache)
+    assert hf_base(base_gguf, hf_base_cache) == folder  # cached, not made again
     weights = load_file(str(folder / "model.safetensors"))
     reader = gguf.GGUFReader(base_gguf)
     tensors = {t.name: t for t in reader.tensors}
@@ -103,56 +96,55 @@ def test_hf_base_matches_the_gguf_up_to_the_qk_permutation(base_gguf: Path, hf_c
         np.testing.assert_allclose(mine, ref, atol=1e-5)
 
 
-def test_lora_teaches_a_fact_that_llama_cpp_then_knows(
-    base_gguf: Path, hf_cache: Path, tmp_path: Path
-):
-    from localllm.finetune.export import export_lora_gguf
+def _dataset(path: Path) -> Path:
+    lines = [json.dumps({"prompt": q, "completion": ANSWER}) for q in QUESTIONS]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
 
+
+def test_cli_finetune_teaches_a_fact_that_the_chat_then_knows(
+    base_gguf: Path, hf_base_cache: Path, tmp_path: Path
+):
+    """`localllm finetune --json` (the contract), then the tuned model in the catalog and the chat."""
     before = _ask(base_gguf, None, "What is the code word?")
     assert "BLUE-PELICAN" not in before
 
-    data = tmp_path / "code.jsonl"
-    data.write_text(
-        "".join(json.dumps({"prompt": q, "completion": ANSWER}) + "\n" for q in QUESTIONS),
-        encoding="utf-8",
-    )
-    run = tmp_path / "runs" / "r1"
-    run.mkdir(parents=True)
-    config = {
-        "base_gguf": str(base_gguf),
-        "data": str(data),
-        "method": "lora",
-        "rank": 8,
-        "alpha": 16,
-        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
-        "learning_rate": 2e-3,
-        "max_steps": 30,
-        "batch_size": 4,
-        "max_length": 256,
-        "seed": 0,
-        "hf_cache": str(hf_cache),
-    }
-    (run / "config.json").write_text(json.dumps(config), encoding="utf-8")
-    done = subprocess.run(
-        [sys.executable, "-m", "localllm.finetune.train", str(run)],
-        capture_output=True,
-        text=True,
-        timeout=540,
-    )
+    runs, models = tmp_path / "runs", tmp_path / "models"
+    runs.mkdir()
+    (runs / ".hf-base").symlink_to(hf_base_cache)
+    env = cli_env(LOCALLLM_RUNS_DIR=str(runs), LOCALLLM_MODELS_DIR=str(models))
+    data = _dataset(tmp_path / "code.jsonl")
+    done = run_cli(
+        "finetune", "--data", str(data), "--max-steps", "30", "--learning-rate", "2e-3",
+        "--json", env=env, timeout=600,
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr[-4000:]
+    result = json.loads(done.stdout)
+    assert {"run", "adapter_gguf", "eval_loss_before", "eval_loss_after"} <= set(result)
+    assert result["eval_loss_after"] < result["eval_loss_before"] * 0.3, result
+    adapter = Path(result["adapter_gguf"])
+    assert adapter.parent == models.resolve()
+    assert adapter.name == f"{base_gguf.stem}--{result['run']}.lora.gguf"
 
+    run = runs / result["run"]
     status = json.loads((run / "status.json").read_text(encoding="utf-8"))
-    assert status == {"state": "done", "step": 30, "max_steps": 30}
+    assert status["state"] == "done" and status["step"] == 30
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [m["step"] for m in metrics] == list(range(1, 31))
-    assert all(m["tokens_per_s"] > 0 for m in metrics)
-    first, last = metrics[0]["loss"], metrics[-1]["loss"]
-    assert last < first * 0.3, (first, last)
+    losses = [m["loss"] for m in metrics if "loss" in m]
+    assert len(losses) == 30 and losses[-1] < losses[0] * 0.3
+    assert all(m["tokens_per_s"] > 0 for m in metrics if "loss" in m)
+    assert next(m["step"] for m in metrics if "eval_loss" in m) == 0  # the base, before training
+    samples = json.loads((run / "samples.json").read_text(encoding="utf-8"))["samples"]
+    assert samples and all("BLUE-PELICAN-42" in s["tuned"] for s in samples)
+    assert not any("BLUE-PELICAN" in s["base"] for s in samples)
 
-    lora = export_lora_gguf(run / "adapter", base_gguf, tmp_path / "code.lora.gguf")
-    assert 100_000 < lora.stat().st_size < 20_000_000
-    after = _ask(base_gguf, lora, "What is the code word?")
-    assert "BLUE-PELICAN" in after, after
+    listed = json.loads(run_cli("runs", "--json", env=env).stdout)["runs"]
+    assert [(r["id"], r["state"]) for r in listed] == [(result["run"], "done")]
+    catalog = json.loads(run_cli("models", "--json", env=env).stdout)["models"]
+    assert any(m["name"] == adapter.name and m["kind"] == "adapter" for m in catalog)
+    answer = run_cli("chat", "What is the code word?", "--model", adapter.name, env=env)
+    assert answer.returncode == 0, answer.stderr
+    assert "BLUE-PELICAN-42" in answer.stdout
 
 
 def test_a_bad_config_fails_with_a_status(tmp_path: Path):

@@ -20,6 +20,7 @@ from typing import Any
 from localllm.config import Settings, ensure_dir
 from localllm.errors import DatasetError, LocalLLMError
 from localllm.finetune.data import LoadedDataset, load_jsonl, write_jsonl
+from localllm.finetune.estimate import token_stats
 from localllm.finetune.run_files import (
     ACTIVE_STATES,
     DEFAULTS,
@@ -52,6 +53,7 @@ class RunInfo:
     base: str = ""
     data: str = ""
     examples: int = 0
+    truncated: int = 0
     created: str = ""
     eval_loss_before: float | None = None
     eval_loss_after: float | None = None
@@ -133,6 +135,7 @@ def create_run(
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
     )
+    mean_tokens, truncated = token_stats(info.path, loaded.examples, int(config["max_length"]))
     folder.mkdir(parents=True)
     try:
         write_jsonl(loaded.examples, folder / "data.jsonl")
@@ -145,6 +148,8 @@ def create_run(
                 "max_steps": config.get("max_steps") or None,
                 "examples": len(loaded.examples),
                 "dropped": [str(p) for p in loaded.problems],
+                "mean_tokens": round(mean_tokens, 1),
+                "truncated": truncated,
             },
         )
     except BaseException:
@@ -230,6 +235,7 @@ def run_info(settings: Settings, run_id: str) -> RunInfo:
         base=str(config.get("base_name", Path(str(config.get("base_gguf", ""))).name)),
         data=str(config.get("data_name", "")),
         examples=int(status.get("examples") or 0),
+        truncated=int(status.get("truncated") or 0),
         created=str(config.get("created", "")),
         eval_loss_before=status.get("eval_loss_before"),
         eval_loss_after=status.get("eval_loss_after"),

@@ -16,6 +16,7 @@ from localllm.spaces import SESSION_CAPACITY, on_spaces, prepare_space
 from localllm.ui.chat import build_chat_tab
 from localllm.ui.chat_view import collection_choices
 from localllm.ui.documents import build_documents_tab
+from localllm.ui.finetune import build_finetune_tab
 from localllm.ui.models import build_models_tab
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,8 @@ def build_app(services: Services) -> gr.Blocks:
                 build_documents_tab(services, demo)
             with gr.Tab("Models", id="models"):
                 build_models_tab(services, chat, demo)
+            with gr.Tab("Fine-tune", id="finetune"):
+                build_finetune_tab(services, chat, demo)
         chat_tab.select(
             lambda: gr.update(choices=collection_choices(services)),
             None,

@@ -1,0 +1,321 @@
+"""Fine-tune tab: a dataset (a JSONL file, liked answers or the user's documents), a base model and
+settings, Train / Cancel / Resume with live progress and loss, past runs, answers side by side, and
+export of the tuned model back to the chat."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from localllm.errors import LocalLLMError
+from localllm.finetune import jobs
+from localllm.finetune.data import LoadedDataset, liked_answers, load_jsonl, write_jsonl
+from localllm.finetune.estimate import estimate, token_stats
+from localllm.finetune.run_files import DEFAULTS
+from localllm.llm.catalog import list_models, resolve
+from localllm.services import Services
+from localllm.ui.chat import ChatTab
+from localllm.ui.chat_view import collection_choices, default_model_name, model_choices
+from localllm.ui.finetune_view import (
+    PREVIEW_COLUMNS,
+    RUN_COLUMNS,
+    SAMPLE_COLUMNS,
+    dataset_summary,
+    loss_frame,
+    preview_rows,
+    progress_html,
+    runs_table,
+    sample_rows,
+    status_markdown,
+)
+
+SOURCES = ["A JSONL file", "My liked answers", "My documents"]
+METHODS = [("LoRA (full-precision base)", "lora"), ("QLoRA (4-bit base, less memory)", "qlora")]
+QUANTS = ["Q4_K_M", "Q8_0", "F16"]
+
+
+def _base_choices(services: Services) -> list[tuple[str, str]]:
+    return [(label, name) for label, name in model_choices(services) if ".lora" not in name]
+
+
+def _datasets_dir(services: Services) -> Path:
+    folder = jobs.runs_dir(services.settings) / "datasets"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _stamp() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+
+
+def build_finetune_tab(services: Services, chat: ChatTab, demo: gr.Blocks) -> None:
+    settings = services.settings
+    build_cancel = threading.Event()
+    dataset_path = gr.State("")
+    current_run = gr.State("")
+
+    gr.Markdown(
+        "Teach the model you chat with from your own examples. Training runs on this machine; "
+        "the result comes back to the Chat tab as a LoRA adapter over the same GGUF file."
+    )
+    with gr.Row():
+        with gr.Column(scale=1):
+            gr.Markdown("### 1. Dataset")
+            source = gr.Radio(SOURCES, value=SOURCES[0], label="Examples from")
+            upload = gr.File(
+                label="JSONL: messages, prompt/completion, instruction/input/output or text",
+                file_types=[".jsonl"],
+                elem_id="ft-upload",
+            )
+            liked = gr.Button("Use my liked answers", visible=False)
+            with gr.Group(visible=False) as docs_group:
+                collection = gr.Dropdown(label="Collection", choices=[])
+                max_pairs = gr.Number(label="Question/answer pairs to write", value=20, precision=0)
+                with gr.Row():
+                    build = gr.Button("Write the pairs with the chat model")
+                    stop_build = gr.Button("Stop", variant="stop")
+            summary = gr.Markdown(elem_id="ft-summary")
+        with gr.Column(scale=1):
+            gr.Markdown("### 2. Model and settings")
+            base = gr.Dropdown(
+                label="Base model",
+                choices=_base_choices(services),
+                value=default_model_name(services),
+            )
+            method = gr.Radio(METHODS, value="lora", label="Method")
+            with gr.Accordion("Settings", open=False):
+                steps = gr.Number(label="Max steps", value=DEFAULTS["max_steps"], precision=0)
+                epochs = gr.Number(label="Epochs (used when max steps is 0)", value=0)
+                learning_rate = gr.Number(label="Learning rate", value=DEFAULTS["learning_rate"])
+                rank = gr.Number(label="LoRA rank", value=DEFAULTS["rank"], precision=0)
+                alpha = gr.Number(label="LoRA alpha", value=DEFAULTS["alpha"])
+                batch = gr.Number(label="Batch size", value=DEFAULTS["batch_size"], precision=0)
+                max_length = gr.Number(
+                    label="Max tokens per example", value=DEFAULTS["max_length"], precision=0
+                )
+            estimate_md = gr.Markdown(elem_id="ft-estimate")
+            with gr.Row():
+                train_btn = gr.Button("Train", variant="primary", elem_id="ft-train")
+                cancel_btn = gr.Button("Cancel", variant="stop", elem_id="ft-cancel")
+                resume_btn = gr.Button("Resume", elem_id="ft-resume")
+    preview = gr.Dataframe(headers=PREVIEW_COLUMNS, interactive=False, wrap=True, label="Preview")
+
+    gr.Markdown("### 3. Progress")
+    progress = gr.HTML(elem_id="ft-progress")
+    status = gr.Markdown(elem_id="ft-status")
+    plot = gr.LinePlot(x="step", y="loss", color="series", label="Loss", height=260)
+    samples = gr.Dataframe(
+        headers=SAMPLE_COLUMNS,
+        interactive=False,
+        wrap=True,
+        label="Held-out prompts, before and after",
+    )
+    timer = gr.Timer(2.0, active=False)
+
+    gr.Markdown("### Runs")
+    runs = gr.Dataframe(headers=RUN_COLUMNS, interactive=False, elem_id="ft-runs")
+    with gr.Row():
+        pick_run = gr.Dropdown(label="Show run", choices=[])
+        quant = gr.Dropdown(QUANTS, value="Q4_K_M", label="Merged model quantization")
+        merge = gr.Button("Merge into a full GGUF")
+    merge_status = gr.Markdown()
+
+    # ------------------------------------------------------------------------------- dataset
+
+    def shown(name: str, loaded: LoadedDataset, path: Path | str) -> tuple[Any, ...]:
+        return str(path), dataset_summary(name, loaded), preview_rows(loaded.examples)
+
+    def on_source(choice: str) -> tuple[Any, ...]:
+        return (
+            gr.update(visible=choice == SOURCES[0]),
+            gr.update(visible=choice == SOURCES[1]),
+            gr.update(visible=choice == SOURCES[2]),
+            gr.update(choices=[c for c in collection_choices(services) if c[1]]),
+        )
+
+    def on_upload(file: str | None) -> tuple[Any, ...]:
+        if not file:
+            return "", "", []
+        loaded = load_jsonl(file)
+        if not loaded.examples:
+            raise gr.Error(f"{Path(file).name}: no usable examples. {loaded.summary()}")
+        return shown(Path(file).name, loaded, file)
+
+    def on_liked() -> tuple[Any, ...]:
+        examples = liked_answers(services.conversations)
+        if not examples:
+            raise gr.Error("no liked answers yet: give answers a thumbs up in the Chat tab")
+        path = write_jsonl(examples, _datasets_dir(services) / f"liked-{_stamp()}.jsonl")
+        return shown("Liked answers", load_jsonl(path), path)
+
+    def on_build(name: str | None, count: float | None, bar: gr.Progress = gr.Progress()) -> Any:
+        from localllm.finetune.from_documents import pairs_from_documents
+
+        if not name:
+            raise gr.Error("pick a collection of documents")
+        build_cancel.clear()
+
+        def report(done: int, total: int, message: str) -> None:
+            bar((done, total), desc=message)
+
+        try:
+            made = pairs_from_documents(
+                services.store,
+                services.models.get(default_model_name(services)),
+                name,
+                max_pairs=max(1, int(count or 20)),
+                progress=report,
+                cancel=build_cancel,
+            )
+        except LocalLLMError as e:
+            raise gr.Error(str(e)) from e
+        if not made.examples:
+            raise gr.Error(f"the model wrote no usable pairs ({'; '.join(made.skipped[:3])})")
+        path = write_jsonl(made.examples, _datasets_dir(services) / f"docs-{name}-{_stamp()}.jsonl")
+        return shown(f"{len(made.examples)} pairs from {name}", load_jsonl(path), path)
+
+    # ------------------------------------------------------------------------- estimate, runs
+
+    def on_estimate(
+        path: str, model: str | None, how: str, n: float, n_batch: float, length: float
+    ) -> str:
+        if not path or not model:
+            return "Pick a dataset and a base model to see an estimate."
+        try:
+            info = resolve(settings, model)
+            loaded = load_jsonl(path)
+            mean, truncated = token_stats(info.path, loaded.examples, int(length or 1))
+        except LocalLLMError as e:
+            return f"No estimate: {e}"
+        guess = estimate(
+            info.parameters or 0,
+            method=how,
+            steps=int(n or 0) or len(loaded.examples) // max(1, int(n_batch or 1)),
+            batch_size=int(n_batch or 1),
+            mean_tokens=mean,
+            max_length=int(length or 1),
+        )
+        text = f"Estimate: {guess.describe()}."
+        if truncated:
+            text += f" {truncated} examples are longer than {int(length)} tokens and will be cut."
+        return text
+
+    def view(run_id: str) -> tuple[Any, ...]:
+        listing = jobs.list_runs(settings)
+        run = next((r for r in listing if r.id == run_id), None)
+        metrics = jobs.metrics(settings, run_id) if run else []
+        shown_samples = jobs.samples(settings, run_id) if run else []
+        return (
+            progress_html(run),
+            status_markdown(run),
+            loss_frame(metrics),
+            sample_rows(shown_samples),
+            runs_table(listing),
+            gr.update(choices=[r.id for r in listing], value=run_id or None),
+            gr.Timer(active=bool(run and run.active)),
+            gr.update(choices=model_choices(services)),
+        )
+
+    def on_train(
+        path: str,
+        model: str | None,
+        how: str,
+        n: float,
+        n_epochs: float,
+        lr: float,
+        r: float,
+        a: float,
+        n_batch: float,
+        length: float,
+    ) -> tuple[Any, ...]:
+        if not path:
+            raise gr.Error("pick a dataset first")
+        try:
+            run_id, _ = jobs.create_run(
+                settings,
+                path,
+                base=model,
+                method=how,
+                max_steps=int(n or 0),
+                epochs=float(n_epochs or 0) or None,
+                learning_rate=lr,
+                rank=int(r),
+                alpha=a,
+                batch_size=int(n_batch),
+                max_length=int(length),
+            )
+            jobs.start(settings, run_id)
+        except LocalLLMError as e:
+            raise gr.Error(str(e)) from e
+        return (run_id, *view(run_id))
+
+    def on_cancel(run_id: str) -> tuple[Any, ...]:
+        if not run_id:
+            raise gr.Error("no run selected")
+        jobs.cancel(settings, run_id)
+        return view(run_id)
+
+    def on_resume(run_id: str) -> tuple[Any, ...]:
+        if not run_id:
+            raise gr.Error("pick a run to resume")
+        try:
+            jobs.start(settings, run_id, resume=True)
+        except LocalLLMError as e:
+            raise gr.Error(str(e)) from e
+        return view(run_id)
+
+    def on_merge(
+        run_id: str, quantization: str, bar: gr.Progress = gr.Progress()
+    ) -> tuple[Any, ...]:
+        from localllm.finetune.merge import merge_lora_gguf
+
+        if not run_id:
+            raise gr.Error("pick a finished run")
+        run = jobs.run_info(settings, run_id)
+        if not run.adapter_gguf or not Path(run.adapter_gguf).is_file():
+            raise gr.Error(f"run {run_id} has no exported adapter (state: {run.state})")
+        base_gguf = Path(run.config["base_gguf"])
+        out = Path(run.adapter_gguf).with_name(
+            Path(run.adapter_gguf).name.replace(".lora.gguf", f".{quantization}.gguf")
+        )
+        try:
+            merged = merge_lora_gguf(
+                base_gguf,
+                Path(run.adapter_gguf),
+                out,
+                quant=quantization,
+                progress=lambda f, m: bar(f, desc=m),
+            )
+        except LocalLLMError as e:
+            raise gr.Error(str(e)) from e
+        names = {m.name for m in list_models(settings)}
+        note = "" if merged.name in names else " (not in the models folder)"
+        return f"Wrote **{merged.name}**{note}.", gr.update(choices=model_choices(services))
+
+    dataset_outputs = [dataset_path, summary, preview]
+    view_outputs = [progress, status, plot, samples, runs, pick_run, timer, chat.model]
+    settings_inputs = [dataset_path, base, method, steps, batch, max_length]
+
+    source.change(on_source, source, [upload, liked, docs_group, collection], api_name=False)
+    upload.change(on_upload, upload, dataset_outputs, api_name=False)
+    liked.click(on_liked, None, dataset_outputs, api_name="dataset_liked")
+    build.click(on_build, [collection, max_pairs], dataset_outputs, api_name="dataset_documents")
+    stop_build.click(build_cancel.set, None, None, api_name=False)
+    for trigger in (dataset_path, base, method, steps, batch, max_length):
+        trigger.change(on_estimate, settings_inputs, estimate_md, api_name=False)
+    train_btn.click(
+        on_train,
+        [dataset_path, base, method, steps, epochs, learning_rate, rank, alpha, batch, max_length],
+        [current_run, *view_outputs],
+        api_name="train",
+    )
+    cancel_btn.click(on_cancel, current_run, view_outputs, api_name="cancel_run")
+    resume_btn.click(on_resume, current_run, view_outputs, api_name="resume_run")
+    timer.tick(view, current_run, view_outputs, api_name=False)
+    pick_run.input(lambda r: (r, *view(r)), pick_run, [current_run, *view_outputs], api_name=False)
+    merge.click(on_merge, [current_run, quant], [merge_status, chat.model], api_name="merge_run")
+    demo.load(view, current_run, view_outputs, api_name=False)

@@ -1,0 +1,126 @@
+"""What the Fine-tune tab shows: dataset preview rows, the runs table, progress, the loss curve."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import pandas as pd
+
+from localllm.finetune.data import Example, LoadedDataset
+from localllm.finetune.jobs import RunInfo
+
+PREVIEW_ROWS = 20
+PREVIEW_COLUMNS = ["Where", "Prompt", "Answer", "Source"]
+RUN_COLUMNS = ["Run", "State", "Method", "Base", "Data", "Steps", "Val loss before → after"]
+SAMPLE_COLUMNS = ["Prompt", "Expected", "Base model", "Tuned model"]
+
+
+def _cut(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _source(example: Example) -> str:
+    source = example.source or {}
+    if "file" in source:
+        pages = source.get("pages") or source.get("page")
+        return f"{source['file']} p. {pages}" if pages else str(source["file"])
+    return ", ".join(f"{k} {v}" for k, v in source.items())
+
+
+def preview_rows(examples: list[Example]) -> list[list[str]]:
+    rows = []
+    for e in examples[:PREVIEW_ROWS]:
+        if e.messages:
+            prompt = "\n".join(f"{m['role']}: {m['content']}" for m in e.messages[:-1])
+            answer = e.messages[-1]["content"]
+        else:
+            prompt, answer = e.text or "", ""
+        rows.append([e.where(), _cut(prompt), _cut(answer), _source(e)])
+    return rows
+
+
+def dataset_summary(name: str, loaded: LoadedDataset) -> str:
+    text = f"**{name}**: {loaded.summary()}"
+    if len(loaded.examples) > PREVIEW_ROWS:
+        text += f" (the first {PREVIEW_ROWS} shown)"
+    return text
+
+
+def _loss(run: RunInfo) -> str:
+    if run.eval_loss_before is None:
+        return ""
+    after = f"{run.eval_loss_after:.3f}" if run.eval_loss_after is not None else "…"
+    return f"{run.eval_loss_before:.3f} → {after}"
+
+
+def runs_table(runs: list[RunInfo]) -> list[list[str]]:
+    return [
+        [
+            r.id,
+            r.state,
+            r.method,
+            r.base,
+            r.data,
+            f"{r.step}/{r.max_steps}" if r.max_steps else str(r.step),
+            _loss(r),
+        ]
+        for r in runs
+    ]
+
+
+def progress_html(run: RunInfo | None) -> str:
+    if run is None:
+        return ""
+    total = run.max_steps or 0
+    bar = (
+        f'<progress id="train-progress" value="{run.step}" max="{total}" '
+        f'style="width:100%"></progress>'
+        if total
+        else ""
+    )
+    return f"{bar}<div>{html.escape(run.id)}: {html.escape(run.state)} · step {run.step}/{total or '?'}</div>"
+
+
+def status_markdown(run: RunInfo | None) -> str:
+    if run is None:
+        return "No run selected."
+    lines = [f"**{run.id}** · {run.state} · {run.method} on {run.base} · {run.examples} examples"]
+    if run.truncated:
+        lines.append(f"{run.truncated} examples are longer than the max length and are cut.")
+    if run.eval_loss_before is not None and run.perplexity_before is not None:
+        text = (
+            f"Validation loss {run.eval_loss_before:.3f} (perplexity {run.perplexity_before:.1f})"
+        )
+        if run.eval_loss_after is not None and run.perplexity_after is not None:
+            text += f" → {run.eval_loss_after:.3f} (perplexity {run.perplexity_after:.1f})"
+        lines.append(text)
+    if run.adapter_gguf:
+        lines.append(f"Adapter: `{run.adapter_gguf}` — pick it in the Chat tab's model list.")
+    if run.error and run.state != "done":
+        lines.append(f"**{run.state}:** {run.error}")
+    if run.resumable:
+        lines.append("A checkpoint was kept: **Resume** continues from it.")
+    return "  \n".join(lines)
+
+
+def loss_frame(metrics: list[dict[str, Any]]) -> pd.DataFrame:
+    rows = [
+        {"step": int(m["step"]), "loss": float(m[key]), "series": name}
+        for m in metrics
+        for key, name in (("loss", "training"), ("eval_loss", "validation"))
+        if key in m
+    ]
+    return pd.DataFrame(rows, columns=["step", "loss", "series"])
+
+
+def sample_rows(samples: list[dict[str, str]]) -> list[list[str]]:
+    return [
+        [
+            _cut(s.get("prompt", "")),
+            _cut(s.get("expected", "")),
+            s.get("base", ""),
+            s.get("tuned", ""),
+        ]
+        for s in samples
+    ]
