@@ -181,3 +181,43 @@ def test_grounded_chat_cites_and_shows_the_page(page: Any, running_app: RunningA
     finally:
         saved.close()
     assert foreign_requests(page.requested) == []
+
+
+def test_finetune_tab_trains_and_the_chat_offers_the_result(
+    page: Any, running_app: RunningApp, tmp_path: Any
+) -> None:
+    """Upload examples (one bad line), see the preview and the dropped line, train a few steps,
+    watch it finish, and find the tuned model in the Chat tab's model list."""
+    import json
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    data = tmp_path / "code words.jsonl"
+    lines = [
+        json.dumps({"prompt": f"Code word number {i}?", "completion": "It is BLUE-PELICAN-42."})
+        for i in range(8)
+    ]
+    data.write_text("\n".join([*lines, "{broken"]) + "\n", encoding="utf-8")
+    page.goto(running_app.url)
+    page.get_by_role("tab", name="Fine-tune").click()
+    with page.expect_response(lambda r: "/upload" in r.url and r.ok):
+        page.locator("#ft-upload input[type=file]").set_input_files(str(data))
+    wait_for_text(page, "ft-summary", "8 examples, 1 line dropped: line 9: invalid JSON")
+    wait_for_text(page, "ft-estimate", "Estimate: about")
+    wait_for_text(page, "ft-preview", "BLUE-PELICAN-42")
+    page.get_by_role("button", name="Training settings").click()
+    steps = page.get_by_label("Max steps", exact=True)
+    steps.fill("3")
+    steps.press("Enter")
+    page.locator("#ft-train").click()
+    wait_for_text(page, "ft-status", "· done ·")
+    wait_for_text(page, "ft-runs", "done")
+    progress = page.locator("#train-progress").first
+    assert progress.get_attribute("value") == progress.get_attribute("max") == "3"
+    status = page.locator("#ft-status").first.inner_text()
+    assert "Validation loss" in status and "lora.gguf" in status
+    page.screenshot(path=str(ARTIFACTS / "finetune.png"), full_page=True)
+
+    page.get_by_role("tab", name="Chat").click()
+    page.locator("#model input").click()
+    page.get_by_role("option", name="lora.gguf").first.wait_for()
+    assert foreign_requests(page.requested) == []

@@ -142,7 +142,10 @@ def test_an_adapter_over_a_model_here_is_a_chat_model(
 
     settings.models_dir.mkdir(parents=True)
     ours = write_lora_adapter(
-        settings.models_dir / "tuned.lora.gguf", bundled_path, scale=0.05, base_name=bundled_path.name
+        settings.models_dir / "tuned.lora.gguf",
+        bundled_path,
+        scale=0.05,
+        base_name=bundled_path.name,
     )
     orphan = write_lora_adapter(
         settings.models_dir / "orphan.lora.gguf", bundled_path, scale=0.05, base_name="gone.gguf"
@@ -154,7 +157,7 @@ def test_an_adapter_over_a_model_here_is_a_chat_model(
         model = manager.get(ours.name)
         assert model.path == bundled_path and model.lora_path == ours
         assert model.name == ours.name
-        with pytest.raises(ModelNotFoundError, match="gone.gguf"):
+        with pytest.raises(ModelNotFoundError, match=r"gone\.gguf"):
             manager.get(orphan.name)
     finally:
         manager.close()

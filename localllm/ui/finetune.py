@@ -87,7 +87,7 @@ def build_finetune_tab(services: Services, chat: ChatTab, demo: gr.Blocks) -> No
                 value=default_model_name(services),
             )
             method = gr.Radio(METHODS, value="lora", label="Method")
-            with gr.Accordion("Settings", open=False):
+            with gr.Accordion("Training settings", open=False):
                 steps = gr.Number(label="Max steps", value=DEFAULTS["max_steps"], precision=0)
                 epochs = gr.Number(label="Epochs (used when max steps is 0)", value=0)
                 learning_rate = gr.Number(label="Learning rate", value=DEFAULTS["learning_rate"])
@@ -102,7 +102,9 @@ def build_finetune_tab(services: Services, chat: ChatTab, demo: gr.Blocks) -> No
                 train_btn = gr.Button("Train", variant="primary", elem_id="ft-train")
                 cancel_btn = gr.Button("Cancel", variant="stop", elem_id="ft-cancel")
                 resume_btn = gr.Button("Resume", elem_id="ft-resume")
-    preview = gr.Dataframe(headers=PREVIEW_COLUMNS, interactive=False, wrap=True, label="Preview")
+    preview = gr.Dataframe(
+        headers=PREVIEW_COLUMNS, interactive=False, wrap=True, label="Preview", elem_id="ft-preview"
+    )
 
     gr.Markdown("### 3. Progress")
     progress = gr.HTML(elem_id="ft-progress")

@@ -111,7 +111,9 @@ def loss_frame(metrics: list[dict[str, Any]]) -> pd.DataFrame:
         for key, name in (("loss", "training"), ("eval_loss", "validation"))
         if key in m
     ]
-    return pd.DataFrame(rows, columns=["step", "loss", "series"])
+    frame = pd.DataFrame(rows, columns=["step", "loss", "series"])
+    # typed even when empty: the plot keeps the axis types of the first frame it is given
+    return frame.astype({"step": "int64", "loss": "float64", "series": "str"})
 
 
 def sample_rows(samples: list[dict[str, str]]) -> list[list[str]]:
