@@ -150,7 +150,83 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dataset(settings: Settings, args: argparse.Namespace) -> int:
+    """Write a training JSONL from liked chat answers or from a collection's documents."""
+    from localllm.finetune.data import write_jsonl
+
+    out = Path(args.out)
+    skipped: list[str] = []
+    if args.dataset_command == "liked":
+        from localllm.conversations import ConversationStore
+        from localllm.finetune.data import liked_answers
+
+        conversations = ConversationStore(settings.conversations_path)
+        try:
+            examples = liked_answers(conversations)
+        finally:
+            conversations.close()
+        if not examples:
+            raise LocalLLMError("no liked answers yet: give answers a thumbs up in the Chat tab")
+    else:
+        import signal
+        import threading
+
+        from localllm.finetune.from_documents import pairs_from_documents
+        from localllm.services import Services
+
+        services = Services(settings)
+        stop = threading.Event()
+
+        def progress(done: int, total: int, message: str) -> None:
+            if not args.json:
+                print(f"[{done}/{total}] {message}", file=sys.stderr, flush=True)
+
+        # Ctrl-C stops after the current passage and keeps the pairs written so far
+        previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+        try:
+            made = pairs_from_documents(
+                services.store,
+                services.models.get(args.model),
+                args.collection,
+                documents=args.doc or None,
+                max_pairs=args.max_pairs,
+                progress=progress,
+                cancel=stop,
+            )
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            services.close()
+        examples, skipped = made.examples, made.skipped
+        if not examples:
+            raise LocalLLMError(f"the model wrote no usable pairs ({'; '.join(skipped[:3])})")
+    write_jsonl(examples, out)
+    result = {"path": str(out), "examples": len(examples), "skipped": skipped}
+    if args.json:
+        _print_json(result)
+    else:
+        print(
+            f"{len(examples)} examples written to {out}"
+            + (f", {len(skipped)} skipped" if skipped else "")
+        )
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    dataset = sub.add_parser(
+        "dataset", help="make a training JSONL from liked answers or documents"
+    )
+    kinds = dataset.add_subparsers(dest="dataset_command", required=True)
+    liked = kinds.add_parser("liked", help="the chat answers you gave a thumbs up")
+    docs = kinds.add_parser("docs", help="the chat model writes a Q/A pair per passage")
+    docs.add_argument("--collection", default="default")
+    docs.add_argument("--doc", action="append", help="only this document (repeatable)")
+    docs.add_argument("--max-pairs", type=int, default=50)
+    docs.add_argument("--model", help="the model that writes the pairs (default model)")
+    for kind in (liked, docs):
+        kind.add_argument("--out", required=True, help="the JSONL file to write")
+        kind.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    dataset.set_defaults(func=cmd_dataset)
+
     tune = sub.add_parser("finetune", help="(Q)LoRA fine-tune a chat model on a JSONL dataset")
     tune.add_argument(
         "--data", help="JSONL: messages | prompt+completion | instruction+output | text"

@@ -181,3 +181,20 @@ def test_a_base_transformers_cannot_load_fails_the_run_with_the_reason(
     assert info.state == "failed"
     assert "lxama" in (info.error or "") or "can't load" in (info.error or ""), info.error
     assert (previous / "config.json").read_text() == "{}"
+
+
+def test_out_of_disk_is_refused_before_anything_is_written(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import shutil
+    from collections import namedtuple
+
+    data = tmp_path / "ok.jsonl"
+    data.write_text(_examples(4), encoding="utf-8")
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(
+        shutil, "disk_usage", lambda _p: usage(10**9, 10**9 - 50 * 2**20, 50 * 2**20)
+    )
+    with pytest.raises(jobs.RunError, match=r"not enough disk space .* 50 MB free"):
+        jobs.create_run(settings, data)
+    assert jobs.list_runs(settings) == []

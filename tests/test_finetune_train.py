@@ -146,6 +146,19 @@ def test_cli_finetune_teaches_a_fact_that_the_chat_then_knows(
     assert answer.returncode == 0, answer.stderr
     assert "BLUE-PELICAN-42" in answer.stdout
 
+    # merged into the base and quantized: a plain model that knows the fact on its own
+    exported = run_cli(
+        "export", result["run"], "--merge", "--quant", "Q8_0", "--json", env=env, timeout=300
+    )
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    merged = Path(json.loads(exported.stdout)["merged_gguf"])
+    assert merged.parent == models.resolve() and merged.name.endswith(".Q8_0.gguf")
+    catalog = json.loads(run_cli("models", "--json", env=env).stdout)["models"]
+    assert any(m["name"] == merged.name and m["quantization"] == "Q8_0" for m in catalog)
+    answer = run_cli("chat", "What is the code word?", "--model", merged.name, env=env)
+    assert answer.returncode == 0, answer.stderr
+    assert "BLUE-PELICAN-42" in answer.stdout
+
 
 def test_a_bad_config_fails_with_a_status(tmp_path: Path):
     from localllm.finetune.train import TrainConfigError, train

@@ -135,6 +135,7 @@ def create_run(
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
     )
+    _check_disk(settings, info)
     mean_tokens, truncated = token_stats(info.path, loaded.examples, int(config["max_length"]))
     folder.mkdir(parents=True)
     try:
@@ -156,6 +157,18 @@ def create_run(
         shutil.rmtree(folder, ignore_errors=True)
         raise
     return run_id, loaded
+
+
+def _check_disk(settings: Settings, base: ModelInfo) -> None:
+    """Room for the float copy of the base (made once) and the run's checkpoints, or RunError."""
+    cached = (runs_dir(settings) / ".hf-base" / Path(base.path).stem).is_dir()
+    need = (0 if cached else (base.parameters or 0) * 4) + 256 * 2**20
+    free = shutil.disk_usage(runs_dir(settings)).free
+    if free < need:
+        raise RunError(
+            f"not enough disk space to train on {base.name}: need about {need // 2**20} MB, "
+            f"{free // 2**20} MB free in {runs_dir(settings).resolve()}"
+        )
 
 
 def start(settings: Settings, run_id: str, *, resume: bool = False) -> RunInfo:
