@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install "$(TORCH)"
-	$(PIP) install -e .
+	$(PIP) install -e ".[finetune]"
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed

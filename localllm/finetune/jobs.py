@@ -5,6 +5,7 @@ app and CLI never import torch and a crash in training can't take the app down.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -33,6 +34,7 @@ from localllm.finetune.run_files import (
 )
 from localllm.llm.catalog import ModelInfo, resolve
 
+TRAINING_MODULES = ("torch", "transformers", "peft", "trl", "datasets")
 _processes: dict[str, subprocess.Popen[bytes]] = {}
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -103,6 +105,12 @@ def create_run(
 
     The dataset is validated first (DatasetError if nothing usable is left) and copied into the run
     in its normalised form; the lines it dropped are reported with the run."""
+    missing = [m for m in TRAINING_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise RunError(
+            f"fine-tuning needs the finetune extra (missing: {', '.join(missing)}): "
+            'pip install -e ".[finetune]" (install torch first, see the README)'
+        )
     info = resolve(settings, base)
     if info.kind != "model":
         raise RunError(f"{info.name} is a LoRA adapter; pick the model it was trained on")
