@@ -51,3 +51,4 @@ bench: $(VENV)/.installed-dev
 	$(PY) bench/ingest.py
 	$(PY) bench/retrieval.py
 	$(PY) bench/serve.py
+	$(PY) bench/finetune.py

@@ -53,7 +53,12 @@ def cmd_finetune(settings: Settings, args: argparse.Namespace) -> int:
         if args.epochs and args.max_steps is None:
             hyper["max_steps"] = 0
         run_id, loaded = jobs.create_run(
-            settings, args.data, base=args.base, method=args.method, **hyper
+            settings,
+            args.data,
+            base=args.base,
+            method=args.method,
+            export_over=args.export_over,
+            **hyper,
         )
         if loaded.problems:
             print(f"{Path(args.data).name}: {loaded.summary()}", file=sys.stderr)
@@ -231,7 +236,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     tune.add_argument(
         "--data", help="JSONL: messages | prompt+completion | instruction+output | text"
     )
-    tune.add_argument("--base", help="the chat model to tune (default: the default model)")
+    tune.add_argument(
+        "--base", help="the chat model to tune (default: the default model), or an HF model folder"
+    )
+    tune.add_argument(
+        "--export-over", metavar="MODEL", help="with an HF folder --base: the GGUF of that model"
+    )
     tune.add_argument("--method", choices=["lora", "qlora"], default="lora")
     tune.add_argument("--max-steps", type=int)
     tune.add_argument("--epochs", type=float, help="train for epochs instead of --max-steps")

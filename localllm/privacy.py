@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 from localllm.config import Settings
@@ -27,4 +28,7 @@ def apply_privacy(settings: Settings) -> dict[str, str]:
     if not settings.allow_downloads:
         applied.update(_OFFLINE)
     os.environ.update(applied)
+    # on CPUs with AVX512-BF16 bitsandbytes tries to fetch a kernel from the Hub at import (only if
+    # the `kernels` package is installed; we never install it) and warns on every start otherwise
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     return applied

@@ -198,3 +198,70 @@ def test_out_of_disk_is_refused_before_anything_is_written(
     with pytest.raises(jobs.RunError, match=r"not enough disk space .* 50 MB free"):
         jobs.create_run(settings, data)
     assert jobs.list_runs(settings) == []
+
+
+def test_training_threads_leave_a_busy_core_alone():
+    """Torch gets the cores nothing else is using: one spinning program takes one away."""
+    import subprocess
+    import sys
+
+    from localllm.finetune.train import training_threads
+    from localllm.llm.threads import available_cores
+
+    cores = available_cores()
+    require(cores >= 2, "needs two cores")
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        assert training_threads() <= cores - 1
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
+def test_the_estimate_follows_method_steps_and_length():
+    from localllm.finetune.estimate import estimate
+
+    common = {"steps": 100, "batch_size": 4, "mean_tokens": 180, "max_length": 256}
+    lora = estimate(135_000_000, method="lora", **common)
+    qlora = estimate(135_000_000, method="qlora", **common)
+    assert qlora.peak_bytes < lora.peak_bytes * 0.7 and qlora.seconds > lora.seconds
+    assert estimate(135_000_000, method="lora", **{**common, "steps": 200}).seconds == (
+        2 * lora.seconds
+    )
+    cut = estimate(135_000_000, method="lora", **{**common, "max_length": 90})
+    assert cut.tokens_per_step == 360 and cut.peak_bytes < lora.peak_bytes
+    assert "GB of memory" in lora.describe()
+
+
+def test_an_hf_model_folder_is_a_base_and_its_adapter_goes_over_the_gguf(
+    tuned_settings: Settings, tmp_path: Path, bundled_path: Path, hf_base_cache: Path
+):
+    """Training from a local Hugging Face folder; the adapter is exported over the GGUF of the same
+    model and llama.cpp loads it. A folder of another model is refused before anything runs."""
+    require(not MISSING, f"the finetune extra is not installed (missing {', '.join(MISSING)})")
+    from localllm.finetune.base import hf_base
+    from localllm.llm.llamacpp import LlamaCppChatModel
+
+    folder = hf_base(bundled_path, hf_base_cache)  # a plain HF folder: config, weights, tokenizer
+    data = tmp_path / "items.jsonl"
+    data.write_text(_examples(8), encoding="utf-8")
+    other = tmp_path / "other-model"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"num_hidden_layers": 24, "hidden_size": 896}))
+    with pytest.raises(jobs.RunError, match="is not the model of"):
+        jobs.create_run(tuned_settings, data, base=str(other))
+
+    run_id, _ = jobs.create_run(tuned_settings, data, base=str(folder), max_steps=2, samples=0)
+    info = jobs.run_info(tuned_settings, run_id)
+    assert info.config["base_hf"] == str(folder.resolve()) and info.base == folder.name
+    jobs.start(tuned_settings, run_id)
+    done = jobs.wait(tuned_settings, run_id, poll_s=0.5)
+    assert done.state == "done", done.error
+    adapter = Path(done.adapter_gguf or "")
+    assert adapter.is_file()
+    model = LlamaCppChatModel(bundled_path, context_size=256, n_threads=1, lora_path=adapter)
+    try:
+        assert model.count_tokens("hello") > 0
+    finally:
+        model.close()

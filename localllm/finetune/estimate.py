@@ -1,6 +1,6 @@
 """A rough memory and time estimate for a run, shown before the user presses Train.
 
-Calibrated on this project's CPU measurements (bench/finetune.py: SmolLM2-135M, one torch thread,
+Calibrated on this project's CPU measurements (bench/finetune.py: SmolLM2-135M, bf16 autocast,
 2-core machine); other machines and models scale roughly with parameters and tokens.
 """
 
@@ -14,10 +14,13 @@ from localllm.errors import ModelLoadError
 from localllm.finetune.data import Example
 from localllm.format import human_size
 
-BASELINE_BYTES = 750 * 2**20  # torch + transformers + peft + trl imported, nothing loaded
-CPU_TOKENS_PER_S_135M = 65.0  # trained tokens per second, LoRA, 135M parameters, one thread
-QLORA_SLOWDOWN = 1.6  # 4-bit weights are dequantized on every forward and backward pass
-ACTIVATION_BYTES_PER_TOKEN_PER_PARAM = 0.0006  # fitted: activations kept for the backward pass
+BASELINE_BYTES = 520 * 2**20  # torch + transformers + peft + trl imported, nothing loaded
+CPU_TOKENS_PER_S_135M = 120.0  # trained tokens per second, LoRA, 135M parameters, 2 free cores
+QLORA_SLOWDOWN = 2.0  # 4-bit weights dequantized on every pass, and activation checkpointing
+WEIGHT_BYTES_PER_PARAM = {"lora": 4.0, "qlora": 1.2}  # qlora: 4-bit layers, fp32 embeddings
+# activations kept for the backward pass, per token of a step and parameter (fitted; QLoRA
+# recomputes them from checkpoints)
+ACTIVATION_BYTES = {"lora": 0.023, "qlora": 0.011}
 
 
 @dataclass(frozen=True)
@@ -46,8 +49,9 @@ def estimate(
 ) -> Estimate:
     """Peak memory and training time for `steps` steps of `batch_size` examples."""
     tokens_per_step = int(batch_size * min(mean_tokens, max_length))
-    weight_bytes = parameters * (0.6 if method == "qlora" else 4.0)
-    activations = tokens_per_step * parameters * ACTIVATION_BYTES_PER_TOKEN_PER_PARAM
+    kind = "qlora" if method == "qlora" else "lora"
+    weight_bytes = parameters * WEIGHT_BYTES_PER_PARAM[kind]
+    activations = tokens_per_step * parameters * ACTIVATION_BYTES[kind]
     rate = CPU_TOKENS_PER_S_135M * 135e6 / max(parameters, 1)
     if method == "qlora":
         rate /= QLORA_SLOWDOWN

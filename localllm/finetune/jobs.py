@@ -6,6 +6,7 @@ app and CLI never import torch and a crash in training can't take the app down.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -99,9 +100,14 @@ def create_run(
     *,
     base: str | None = None,
     method: str = "lora",
+    export_over: str | None = None,
     **hyper: Any,
 ) -> tuple[str, LoadedDataset]:
     """A new run folder for `data` on `base` (a chat model's name; default: the default model).
+
+    `base` may also be a local Hugging Face model folder: training then starts from its weights,
+    and the adapter is exported over `export_over` (a GGUF of the same model in the catalog;
+    default: the default model) so the chat can use it.
 
     The dataset is validated first (DatasetError if nothing usable is left) and copied into the run
     in its normalised form; the lines it dropped are reported with the run."""
@@ -111,9 +117,12 @@ def create_run(
             f"fine-tuning needs the finetune extra (missing: {', '.join(missing)}): "
             'pip install -e ".[finetune]" (install torch first, see the README)'
         )
-    info = resolve(settings, base)
+    hf_folder = Path(base) if base and (Path(base) / "config.json").is_file() else None
+    info = resolve(settings, export_over) if hf_folder else resolve(settings, base)
     if info.kind != "model":
         raise RunError(f"{info.name} is a LoRA adapter; pick the model it was trained on")
+    if hf_folder is not None:
+        _same_model(hf_folder, info)
     loaded = load_jsonl(data)
     if not loaded.examples:
         raise DatasetError(f"{Path(data).name}: no usable examples ({loaded.summary()})")
@@ -133,7 +142,8 @@ def create_run(
             **{k: v for k, v in hyper.items() if v is not None},
             "method": method,
             "base_gguf": info.path,
-            "base_name": info.name,
+            "base_name": hf_folder.name if hf_folder else info.name,
+            "base_hf": str(hf_folder.resolve()) if hf_folder else None,
             "data": str((folder / "data.jsonl").resolve()),
             "data_name": Path(data).name,
             "hf_cache": str((runs_dir(settings) / ".hf-base").resolve()),
@@ -143,7 +153,8 @@ def create_run(
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
     )
-    _check_disk(settings, info)
+    if hf_folder is None:
+        _check_disk(settings, info)
     mean_tokens, truncated = token_stats(info.path, loaded.examples, int(config["max_length"]))
     folder.mkdir(parents=True)
     try:
@@ -165,6 +176,25 @@ def create_run(
         shutil.rmtree(folder, ignore_errors=True)
         raise
     return run_id, loaded
+
+
+def _same_model(folder: Path, gguf: ModelInfo) -> None:
+    """The HF folder and the GGUF its adapter goes over must be one model, or RunError."""
+    from localllm.llm.gguf_header import read_header
+
+    try:
+        hf = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise RunError(f"{folder} has no readable config.json: {e}") from e
+    meta = read_header(Path(gguf.path)).metadata
+    arch = meta.get("general.architecture")
+    theirs = (meta.get(f"{arch}.block_count"), meta.get(f"{arch}.embedding_length"))
+    ours = (hf.get("num_hidden_layers"), hf.get("hidden_size"))
+    if ours != theirs:
+        raise RunError(
+            f"{folder.name} ({ours[0]} layers of {ours[1]}) is not the model of {gguf.name} "
+            f"({theirs[0]} layers of {theirs[1]}): name the GGUF of this model to export over"
+        )
 
 
 def _check_disk(settings: Settings, base: ModelInfo) -> None:

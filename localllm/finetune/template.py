@@ -168,3 +168,32 @@ def _token_texts(path: Path, wanted: set[int]) -> dict[int, str]:
     except (OSError, ValueError, GGUFFormatError):
         return {}
     return {}
+
+
+def template_from_hf(folder: str | Path) -> ChatTemplateFn:
+    """The chat template of a Hugging Face model folder (chat_template.jinja or tokenizer_config.json)."""
+    folder = Path(folder)
+    try:
+        config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        config = {}
+    jinja_file = folder / "chat_template.jinja"
+    source = jinja_file.read_text(encoding="utf-8") if jinja_file.is_file() else None
+    source = source or config.get("chat_template")
+    if not isinstance(source, str) or not source.strip():
+        return chatml
+
+    def token(key: str) -> str:
+        value = config.get(key) or ""
+        return str(value.get("content", "")) if isinstance(value, dict) else str(value)
+
+    return ChatTemplate(
+        source, bos_token=token("bos_token"), eos_token=token("eos_token"), name=folder.name
+    )
+
+
+def template_for(config: dict[str, object]) -> ChatTemplateFn:
+    """The template a run's examples are rendered with: its GGUF's, else its HF folder's."""
+    if config.get("base_gguf"):
+        return template_from_gguf(str(config["base_gguf"]))
+    return template_from_hf(str(config["base_hf"]))
