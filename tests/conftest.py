@@ -171,6 +171,7 @@ def running_app(
             proc.kill()
             raise RuntimeError(f"the app did not start: {(data / 'app.log').read_text()}")
         time.sleep(0.5)
+    _wait_for_api(url, deadline)
     yield RunningApp(url, proc, data / "models")
     proc.terminate()
     try:
@@ -178,6 +179,21 @@ def running_app(
     except subprocess.TimeoutExpired:
         proc.kill()
     log.close()
+
+
+def _wait_for_api(url: str, deadline: float) -> None:
+    """The /v1 routes join the server just after Gradio starts answering: wait for them too."""
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url + "v1/models", timeout=2):
+                return
+        except urllib.error.HTTPError as e:
+            if e.code != 404:
+                return  # there, if only to say "log in"
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url}v1/ never answered")
 
 
 def chromium_path() -> str | None:
@@ -221,6 +237,7 @@ def serving(data: Path, host: str = "127.0.0.1", **extra_env: str) -> Iterator[t
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"the app did not start: {log_path.read_text()}")
                 time.sleep(0.5)
+            _wait_for_api(url, deadline)
             yield url, log_path
         finally:
             proc.terminate()

@@ -205,7 +205,7 @@ def test_training_threads_leave_a_busy_core_alone():
     import subprocess
     import sys
 
-    from localllm.finetune.train import training_threads
+    from localllm.finetune.hardware import training_threads
     from localllm.llm.threads import available_cores
 
     cores = available_cores()

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from localllm.errors import LocalLLMError
+from localllm.finetune.hardware import training_threads, use_bf16
 from localllm.finetune.run_files import (
     TrainConfigError,
     cancel_requested,
@@ -94,54 +95,6 @@ def train(run_dir: str | Path, *, resume: bool = False) -> dict[str, Any]:
     return update_status(run_dir, state="done", pid=None)
 
 
-def training_threads() -> int:
-    """Torch threads: the cores that are free now. Torch's threads wait on each other every op, so
-    one that shares its core with a busy program stalls them all (measured on 2 cores: two threads
-    are 1.5x faster than one when idle, ~10x slower when the app or llama.cpp is busy)."""
-    from localllm.llm.threads import available_cores
-
-    cores = available_cores()
-    return max(1, min(cores, cores - round(_busy_cores())))
-
-
-def _busy_cores(window_s: float = 0.5) -> float:
-    """How many cores other programs keep busy right now (Linux /proc/stat; else the load average,
-    which lags by a minute)."""
-
-    def sample() -> tuple[int, int]:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-        return sum(fields[:8]), idle
-
-    try:
-        total0, idle0 = sample()
-        time.sleep(window_s)
-        total1, idle1 = sample()
-    except (OSError, ValueError, IndexError):
-        try:
-            return os.getloadavg()[0]
-        except OSError:
-            return 0.0
-    elapsed = total1 - total0
-    if elapsed <= 0:
-        return 0.0
-    return (1 - (idle1 - idle0) / elapsed) * (os.cpu_count() or 1)
-
-
-def _bf16(setting: Any, torch: Any) -> bool:
-    """Autocast to bfloat16 when asked, or ('auto') where the hardware computes it natively:
-    1.3x faster than fp32 on an AVX512-BF16 CPU (measured), slower where it is emulated."""
-    if setting != "auto":
-        return bool(setting)
-    if torch.cuda.is_available():
-        return bool(torch.cuda.is_bf16_supported())
-    native = (
-        getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
-        or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
-    )
-    return bool(native)
-
-
 def _check_cancel(run_dir: Path) -> None:
     if cancel_requested(run_dir):
         raise TrainingCancelled("cancelled by the user")
@@ -160,7 +113,7 @@ def _train(run_dir: Path, config: dict[str, Any], resume: bool) -> None:
     from localllm.finetune.base import hf_base
 
     torch.set_num_threads(threads)
-    update_status(run_dir, threads=threads, bf16=_bf16(config.get("bf16", "auto"), torch))
+    update_status(run_dir, threads=threads, bf16=use_bf16(config.get("bf16", "auto"), torch))
     train_rows, validation_rows = build_dataset(config)
     if config.get("base_hf"):
         base_dir = Path(config["base_hf"])
@@ -290,7 +243,7 @@ def _arguments(config: dict[str, Any], output: Path, evaluate: bool, torch: Any)
         max_length=int(config["max_length"]),
         seed=int(config["seed"]),
         use_cpu=not gpu,
-        bf16=_bf16(config.get("bf16", "auto"), torch),
+        bf16=use_bf16(config.get("bf16", "auto"), torch),
         dataloader_num_workers=0,
         disable_tqdm=True,
         **{checkpointing: config["method"] == "qlora"},
