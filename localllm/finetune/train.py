@@ -164,7 +164,6 @@ def _load(base_dir: Path, config: dict[str, Any], torch: Any) -> tuple[Any, Any]
     if config["method"] != "qlora":
         return tokenizer, AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
 
-    from peft import prepare_model_for_kbit_training
     from transformers import BitsAndBytesConfig
 
     # QLoRA is the memory-lean method: glibc keeps freed blocks for reuse and raises its mmap
@@ -181,7 +180,9 @@ def _load(base_dir: Path, config: dict[str, Any], torch: Any) -> tuple[Any, Any]
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=torch.bfloat16 if torch.cuda.is_available() else torch.float32,
+        bnb_4bit_compute_dtype=torch.bfloat16
+        if use_bf16(config.get("bf16", "auto"), torch)
+        else torch.float32,
     )
     device = {"": 0} if torch.cuda.is_available() else {"": "cpu"}
     try:
@@ -194,7 +195,11 @@ def _load(base_dir: Path, config: dict[str, Any], torch: Any) -> tuple[Any, Any]
         raise LocalLLMError(
             f"can't load the base in 4 bits for QLoRA ({e}); try method lora"
         ) from e
-    return tokenizer, prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    # prepare_model_for_kbit_training would make every unquantized weight fp32 again (the tied
+    # embedding alone: 113 MB for SmolLM2); they are frozen, so bf16 serves, and the LoRA weights
+    # PEFT adds are fp32. What it does besides: inputs that require grad for checkpointing.
+    model.enable_input_require_grads()
+    return tokenizer, model
 
 
 def _lora(config: dict[str, Any]) -> Any:
