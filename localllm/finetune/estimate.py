@@ -16,8 +16,8 @@ from localllm.format import human_size
 
 BASELINE_BYTES = 520 * 2**20  # torch + transformers + peft + trl imported, nothing loaded
 CPU_TOKENS_PER_S_135M = 120.0  # trained tokens per second, LoRA, 135M parameters, 2 free cores
-QLORA_SLOWDOWN = 2.0  # 4-bit weights dequantized on every pass, and activation checkpointing
-WEIGHT_BYTES_PER_PARAM = {"lora": 4.0, "qlora": 1.2}  # qlora: 4-bit layers, fp32 embeddings
+QLORA_SLOWDOWN = 1.5  # 4-bit weights dequantized on every pass, and activation checkpointing
+WEIGHT_BYTES_PER_PARAM = {"lora": 4.0, "qlora": 0.9}  # qlora: 4-bit layers, bf16 embeddings
 # activations kept for the backward pass, per token of a step and parameter (fitted; QLoRA
 # recomputes them from checkpoints)
 ACTIVATION_BYTES = {"lora": 0.023, "qlora": 0.011}
