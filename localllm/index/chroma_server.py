@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import urllib.parse
+import uuid
+from pathlib import Path
 from typing import Any
 
 from localllm.errors import StoreError
@@ -59,3 +61,25 @@ def reason(error: BaseException) -> str:
             error = cause
         cause = cause.__cause__ or cause.__context__
     return str(error) or type(error).__name__
+
+
+def server_failure(url: str, error: Exception) -> str | None:
+    """What went wrong with the Chroma server at `url`, or None when `error` is not the server's."""
+    import httpx
+    from chromadb.errors import ChromaError
+
+    if isinstance(error, httpx.TransportError):
+        return f"the Chroma server at {url} is not reachable: {reason(error)}"
+    if isinstance(error, (ChromaError, httpx.HTTPStatusError)):
+        return f"the Chroma server at {url} failed: {reason(error)}"
+    return None
+
+
+def store_id(folder: Path) -> str:
+    """The docs_store's id, made once: it names its collections on a shared Chroma server."""
+    path = folder / "server_id"
+    if not path.is_file():
+        fresh = path.with_name(path.name + ".new")
+        fresh.write_text(uuid.uuid4().hex[:12])
+        fresh.replace(path)
+    return path.read_text().strip()

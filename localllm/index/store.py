@@ -16,7 +16,6 @@ import contextlib
 import functools
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,7 +27,7 @@ from localllm.documents.chunk import chunk_id_prefix, search_text
 from localllm.documents.model import Chunk, ParsedDocument
 from localllm.errors import LocalLLMError, StoreError
 from localllm.index.catalog import Catalog, CollectionInfo, DocumentRecord
-from localllm.index.chroma_server import open_server, reason, server_address
+from localllm.index.chroma_server import open_server, server_address, server_failure, store_id
 from localllm.index.lexical import LexicalHit, LexicalIndex
 from localllm.index.stored import StoredChunk, chroma_metadata, stored_chunk
 from localllm.index.writer_lock import WriterLock
@@ -95,7 +94,7 @@ class DocumentStore:
                 self._suffix = ""
             else:
                 self._client = open_server(self.chroma_url)
-                self._suffix = "-" + self._store_id()
+                self._suffix = "-" + store_id(self.folder)
             self.recover()
         except BaseException:
             with contextlib.suppress(Exception):
@@ -105,15 +104,6 @@ class DocumentStore:
                 catalog.close()
             self._lock.release()
             raise
-
-    def _store_id(self) -> str:
-        """This docs_store's id, made once: it names its collections on a shared Chroma server."""
-        path = self.folder / "server_id"
-        if not path.is_file():
-            fresh = path.with_name(path.name + ".new")
-            fresh.write_text(uuid.uuid4().hex[:12])
-            fresh.replace(path)
-        return path.read_text().strip()
 
     def _settle(self) -> None:
         """Undo what a call that failed on the server left half-done, if the server is back; while
@@ -125,14 +115,8 @@ class DocumentStore:
     def _server_error(self, error: Exception) -> StoreError | None:
         """A StoreError for a Chroma server's failure (None: not the server's); drops what may be
         stale (collection handles) and has the next call finish what this one left half-done."""
-        import httpx
-        from chromadb.errors import ChromaError
-
-        if isinstance(error, httpx.TransportError):
-            message = f"the Chroma server at {self.chroma_url} is not reachable: {reason(error)}"
-        elif isinstance(error, (ChromaError, httpx.HTTPStatusError)):
-            message = f"the Chroma server at {self.chroma_url} failed: {reason(error)}"
-        else:
+        message = server_failure(str(self.chroma_url), error)
+        if message is None:
             return None
         self._handles.clear()
         self._unsettled = True
