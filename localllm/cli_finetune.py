@@ -49,6 +49,7 @@ def cmd_finetune(settings: Settings, args: argparse.Namespace) -> int:
             "max_length": args.max_length,
             "validation_fraction": args.validation_fraction,
             "samples": args.samples,
+            "bf16": args.bf16,
         }
         if args.epochs and args.max_steps is None:
             hyper["max_steps"] = 0
@@ -84,6 +85,10 @@ def cmd_finetune(settings: Settings, args: argparse.Namespace) -> int:
         "perplexity_before": info.perplexity_before,
         "perplexity_after": info.perplexity_after,
         "steps": info.step,
+        "bf16": info.bf16,
+        "general_perplexity_before": info.general_perplexity_before,
+        "general_perplexity_after": info.general_perplexity_after,
+        "warnings": info.warnings,
     }
     if info.state != "done":
         result["error"] = info.error
@@ -96,6 +101,8 @@ def cmd_finetune(settings: Settings, args: argparse.Namespace) -> int:
                 f"validation loss {info.eval_loss_before:.3f} -> {info.eval_loss_after:.3f}"
                 f" (perplexity {info.perplexity_before:.1f} -> {info.perplexity_after:.1f})"
             )
+        for warning in info.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
     else:
         print(f"run {info.id} {info.state}: {info.error}", file=sys.stderr)
     return 0 if info.state == "done" else 1
@@ -252,6 +259,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     tune.add_argument("--max-length", type=int, help="tokens per example (longer ones are cut)")
     tune.add_argument("--validation-fraction", type=float)
     tune.add_argument("--samples", type=int, help="held-out prompts answered before/after (3)")
+    tune.add_argument(
+        "--bf16",
+        choices=["auto", "on", "off"],
+        help="bf16 autocast: on, off (fp32), or auto (where the hardware has it; the default)",
+    )
     tune.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint")
     tune.add_argument("--quiet", action="store_true", help="no progress on stderr")
     tune.add_argument("--json", action="store_true", help="one JSON object on stdout")

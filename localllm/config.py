@@ -71,6 +71,11 @@ class Settings(BaseSettings):
     rerank: Literal["off", "llm"] = Field(
         "off", description="llm: the chat model judges the top chunks."
     )
+    finetune_bf16: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Fine-tuning precision: bf16 autocast (on), fp32 (off), or bf16 where the CPU "
+        "or GPU computes it natively (auto).",
+    )
     conversations_path: Path = Field(
         Path("data/conversations.sqlite3"), description="Saved chats and answer feedback."
     )

@@ -10,6 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from localllm.config import Settings
+from localllm.finetune import jobs
+from localllm.finetune.run_files import DEFAULTS
 from localllm.llm.catalog import bundled_model_path
 from tests.conftest import cli_env, require, run_cli
 
@@ -114,24 +117,26 @@ def test_cli_finetune_teaches_a_fact_that_the_chat_then_knows(
     (runs / ".hf-base").symlink_to(hf_base_cache)
     env = cli_env(LOCALLLM_RUNS_DIR=str(runs), LOCALLLM_MODELS_DIR=str(models))
     data = _dataset(tmp_path / "code.jsonl")
-    done = run_cli(
-        "finetune", "--data", str(data), "--max-steps", "30", "--learning-rate", "2e-3",
-        "--json", env=env, timeout=600,
-    )  # fmt: skip
+    # the default settings, on the fp32 path every CPU has (bf16 forced off)
+    done = run_cli("finetune", "--data", str(data), "--bf16", "off", "--json", env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
     result = json.loads(done.stdout)
     assert {"run", "adapter_gguf", "eval_loss_before", "eval_loss_after"} <= set(result)
     assert result["eval_loss_after"] < result["eval_loss_before"] * 0.3, result
+    assert result["bf16"] is False
+    assert result["general_perplexity_before"] > 1 and result["general_perplexity_after"] > 1
+    assert isinstance(result["warnings"], list)
+    steps = DEFAULTS["max_steps"]
     adapter = Path(result["adapter_gguf"])
     assert adapter.parent == models.resolve()
     assert adapter.name == f"{base_gguf.stem}--{result['run']}.lora.gguf"
 
     run = runs / result["run"]
     status = json.loads((run / "status.json").read_text(encoding="utf-8"))
-    assert status["state"] == "done" and status["step"] == 30
+    assert status["state"] == "done" and status["step"] == steps
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     losses = [m["loss"] for m in metrics if "loss" in m]
-    assert len(losses) == 30 and losses[-1] < losses[0] * 0.3
+    assert len(losses) == steps and losses[-1] < losses[0] * 0.3
     assert all(m["tokens_per_s"] > 0 for m in metrics if "loss" in m)
     assert next(m["step"] for m in metrics if "eval_loss" in m) == 0  # the base, before training
     samples = json.loads((run / "samples.json").read_text(encoding="utf-8"))["samples"]
@@ -158,6 +163,47 @@ def test_cli_finetune_teaches_a_fact_that_the_chat_then_knows(
     answer = run_cli("chat", "What is the code word?", "--model", merged.name, env=env)
     assert answer.returncode == 0, answer.stderr
     assert "BLUE-PELICAN-42" in answer.stdout
+
+
+def _native_bf16() -> bool:
+    import torch
+
+    from localllm.finetune.hardware import native_bf16
+
+    return native_bf16(torch)
+
+
+@pytest.mark.parametrize(
+    ("method", "bf16"),
+    [("qlora", "off"), ("lora", "on")],
+    ids=["qlora-fp32", "lora-bf16"],
+)
+def test_default_settings_teach_the_fact_on_each_precision_path(
+    method: str, bf16: str, base_gguf: Path, hf_base_cache: Path, tmp_path: Path
+):
+    """Train at the defaults with bf16 forced off (QLoRA: the path an AVX2 laptop takes) or on
+    (where the CPU computes bf16 natively); the exported adapter over the original Q4 file states
+    the fact in llama.cpp, the base does not."""
+    if bf16 == "on" and not _native_bf16():
+        pytest.skip("this CPU has no native bf16 (AVX512-BF16 or AMX): bf16 would be emulated")
+    if method == "qlora":
+        require(importlib.util.find_spec("bitsandbytes") is not None, "bitsandbytes missing")
+    settings = Settings(runs_dir=tmp_path / "runs", models_dir=tmp_path / "models")
+    settings.runs_dir.mkdir()
+    (settings.runs_dir / ".hf-base").symlink_to(hf_base_cache)
+    run_id, _ = jobs.create_run(
+        settings, _dataset(tmp_path / "code.jsonl"), method=method, bf16=bf16, samples=2
+    )
+    jobs.start(settings, run_id)
+    info = jobs.wait(settings, run_id, poll_s=0.5)
+    assert info.state == "done", info.error
+    assert info.bf16 is (bf16 == "on")
+    adapter = Path(info.adapter_gguf or "")
+    assert adapter.is_file()
+    samples = jobs.samples(settings, run_id)
+    assert samples and all("BLUE-PELICAN-42" in s["tuned"] for s in samples), samples
+    assert not any("BLUE-PELICAN" in s["base"] for s in samples)
+    assert "BLUE-PELICAN-42" in _ask(base_gguf, adapter, "What is the code word?")
 
 
 def test_a_bad_config_fails_with_a_status(tmp_path: Path):

@@ -1,4 +1,5 @@
-"""A few held-out prompts answered by the base GGUF and by the base with the run's LoRA, side by side.
+"""A few held-out prompts, and a few general questions (forgetting.GENERAL_PROMPTS), answered by the
+base GGUF and by the base with the run's LoRA, side by side.
 
 Both run in llama.cpp over the original quantized file, exactly as the chat tab will run them.
 """
@@ -9,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from localllm.finetune.data import Example, load_jsonl, split
+from localllm.finetune.forgetting import GENERAL_PROMPTS, knows
 from localllm.finetune.run_files import read_config, write_json
+from localllm.llm.base import Message
 
 
 def held_out_prompts(config: dict[str, Any], count: int) -> list[Example]:
@@ -23,7 +26,10 @@ def held_out_prompts(config: dict[str, Any], count: int) -> list[Example]:
 
 
 def _answers(
-    base_gguf: str | Path, lora: str | Path | None, examples: list[Example], max_tokens: int
+    base_gguf: str | Path,
+    lora: str | Path | None,
+    conversations: list[list[Message]],
+    max_tokens: int,
 ) -> list[str]:
     from llama_cpp import Llama
 
@@ -37,10 +43,9 @@ def _answers(
     )
     try:
         out = []
-        for example in examples:
-            assert example.messages is not None
+        for messages in conversations:
             reply = llm.create_chat_completion(
-                messages=example.messages[:-1],  # type: ignore[arg-type]
+                messages=messages,  # type: ignore[arg-type]
                 temperature=0.0,
                 max_tokens=max_tokens,
                 repeat_penalty=1.1,
@@ -53,16 +58,18 @@ def _answers(
 
 def compare_answers(
     run_dir: Path, base_gguf: str | Path, lora: str | Path, count: int = 3, max_tokens: int = 96
-) -> list[dict[str, str]]:
-    """Answer `count` held-out prompts with and without the LoRA; also saved as samples.json."""
+) -> dict[str, list[dict[str, Any]]]:
+    """Answer `count` held-out prompts and the general questions with and without the LoRA;
+    saved as samples.json: {"samples": [...], "general": [...]}."""
     examples = held_out_prompts(read_config(run_dir), count)
-    if not examples:
-        write_json(run_dir / "samples.json", {"samples": []})
-        return []
-    base = _answers(base_gguf, None, examples, max_tokens)
-    tuned = _answers(base_gguf, lora, examples, max_tokens)
+    held_out: list[list[Message]] = [list(e.messages[:-1]) for e in examples if e.messages]
+    general: list[list[Message]] = [[{"role": "user", "content": q}] for q, _ in GENERAL_PROMPTS]
+    conversations = held_out + general
+    base = _answers(base_gguf, None, conversations, max_tokens)
+    tuned = _answers(base_gguf, lora, conversations, max_tokens)
     samples = []
-    for example, before, after in zip(examples, base, tuned, strict=True):
+    n = len(held_out)
+    for example, before, after in zip(examples, base[:n], tuned[:n], strict=True):
         assert example.messages is not None
         samples.append(
             {
@@ -72,5 +79,19 @@ def compare_answers(
                 "tuned": after,
             }
         )
-    write_json(run_dir / "samples.json", {"samples": samples})
-    return samples
+    answered = []
+    for (question, expected), before, after in zip(
+        GENERAL_PROMPTS, base[n:], tuned[n:], strict=True
+    ):
+        answered.append(
+            {
+                "prompt": question,
+                "base": before,
+                "tuned": after,
+                "base_knew": knows(before, expected),
+                "tuned_knows": knows(after, expected),
+            }
+        )
+    result = {"samples": samples, "general": answered}
+    write_json(run_dir / "samples.json", result)
+    return result

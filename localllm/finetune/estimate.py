@@ -16,6 +16,7 @@ from localllm.format import human_size
 
 BASELINE_BYTES = 520 * 2**20  # torch + transformers + peft + trl imported, nothing loaded
 CPU_TOKENS_PER_S_135M = 120.0  # trained tokens per second, LoRA, 135M parameters, 2 free cores
+BASE_COPY_S_135M = 45.0  # the first run on a base: the GGUF dequantized and saved as an HF copy
 QLORA_SLOWDOWN = 1.5  # 4-bit weights dequantized on every pass, and activation checkpointing
 WEIGHT_BYTES_PER_PARAM = {"lora": 4.0, "qlora": 0.9}  # qlora: 4-bit layers, bf16 embeddings
 # activations kept for the backward pass, per token of a step and parameter (fitted; QLoRA
@@ -26,15 +27,22 @@ ACTIVATION_BYTES = {"lora": 0.023, "qlora": 0.011}
 @dataclass(frozen=True)
 class Estimate:
     peak_bytes: int
-    seconds: float
+    seconds: float  # training and, on a base's first run, preparing it
     tokens_per_step: int
+    copy_seconds: float = 0.0  # of `seconds`: the first run's copy of the base
 
     def describe(self) -> str:
-        minutes = self.seconds / 60
-        span = f"{minutes:.0f} min" if minutes >= 1.5 else f"{self.seconds:.0f} s"
+        def span(seconds: float) -> str:
+            return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+        copy = (
+            f", {span(self.copy_seconds)} of it preparing the base (first run only)"
+            if self.copy_seconds
+            else ""
+        )
         return (
-            f"about {human_size(self.peak_bytes)} of memory and {span} on a small CPU "
-            f"(~{self.tokens_per_step} tokens a step; rough, a GPU is much faster)"
+            f"about {human_size(self.peak_bytes)} of memory and {span(self.seconds)} on a small "
+            f"CPU{copy} (~{self.tokens_per_step} tokens a step; rough, a GPU is much faster)"
         )
 
 
@@ -46,8 +54,10 @@ def estimate(
     batch_size: int,
     mean_tokens: float,
     max_length: int,
+    base_cached: bool = True,
 ) -> Estimate:
-    """Peak memory and training time for `steps` steps of `batch_size` examples."""
+    """Peak memory and time for `steps` steps of `batch_size` examples, plus the copy of the base
+    that a base's first run makes (`base_cached` False)."""
     tokens_per_step = int(batch_size * min(mean_tokens, max_length))
     kind = "qlora" if method == "qlora" else "lora"
     weight_bytes = parameters * WEIGHT_BYTES_PER_PARAM[kind]
@@ -55,10 +65,12 @@ def estimate(
     rate = CPU_TOKENS_PER_S_135M * 135e6 / max(parameters, 1)
     if method == "qlora":
         rate /= QLORA_SLOWDOWN
+    copy = 0.0 if base_cached else BASE_COPY_S_135M * max(parameters, 1) / 135e6
     return Estimate(
         peak_bytes=int(BASELINE_BYTES + weight_bytes + activations),
-        seconds=steps * tokens_per_step / rate,
+        seconds=steps * tokens_per_step / rate + copy,
         tokens_per_step=tokens_per_step,
+        copy_seconds=copy,
     )
 
 

@@ -33,7 +33,6 @@ _LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(.+)\.lora_([AB])(?:\.default)
 def export_lora_gguf(adapter_dir: str | Path, base_gguf: str | Path, out_path: str | Path) -> Path:
     """Write the PEFT adapter in `adapter_dir` as a GGUF LoRA for `base_gguf`; returns `out_path`."""
     import gguf
-    from safetensors.numpy import load_file
 
     from localllm.llm.catalog import BASE_FILE_KEY
     from localllm.llm.gguf_header import read_header
@@ -62,7 +61,7 @@ def export_lora_gguf(adapter_dir: str | Path, base_gguf: str | Path, out_path: s
     names = gguf.TensorNameMap(arch, n_blocks)
 
     pairs: dict[str, dict[str, np.ndarray]] = {}
-    for key, value in load_file(str(weights_file)).items():
+    for key, value in _float32_tensors(weights_file).items():
         match = _LORA_KEY.match(key)
         if match is None:
             raise ExportError(f"the adapter has a tensor llama.cpp LoRA can't hold: {key}")
@@ -77,8 +76,7 @@ def export_lora_gguf(adapter_dir: str | Path, base_gguf: str | Path, out_path: s
         name = names.get_name(hf_name)
         if name is None:
             raise ExportError(f"{hf_name} has no GGUF name for {arch_name}")
-        a = pair["A"].astype(np.float32)
-        b = pair["B"].astype(np.float32)
+        a, b = pair["A"], pair["B"]
         if arch_name in _PERMUTED_QK and name.endswith((".attn_q", ".attn_k")):
             b = _permute(b, n_head, n_head if name.endswith(".attn_q") else n_head_kv)
         tensors += [(f"{name}.weight.lora_a", a), (f"{name}.weight.lora_b", b)]
@@ -104,6 +102,25 @@ def export_lora_gguf(adapter_dir: str | Path, base_gguf: str | Path, out_path: s
         Path(tmp).unlink(missing_ok=True)
         raise
     return out_path
+
+
+def _float32_tensors(weights_file: Path) -> dict[str, np.ndarray]:
+    """Every tensor of a safetensors file as float32, whatever it was saved in: fp32, fp16 or bf16
+    (QLoRA with bf16 saves bf16, which numpy has no type for, so torch reads the file)."""
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(str(weights_file))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ExportError(f"{weights_file} can't be read: {e}") from e
+    out = {}
+    for key, value in tensors.items():
+        if not value.is_floating_point():
+            raise ExportError(f"{weights_file.name}: {key} holds {value.dtype}, not float weights")
+        out[key] = value.to(torch.float32).numpy()
+    return out
 
 
 def _permute(rows: np.ndarray, n_head: int, n_head_kv: int) -> np.ndarray:

@@ -21,6 +21,7 @@ from typing import Any
 
 from localllm.config import Settings, ensure_dir
 from localllm.errors import DatasetError, LocalLLMError
+from localllm.finetune.base import MARKER as BASE_MARKER
 from localllm.finetune.data import LoadedDataset, load_jsonl, write_jsonl
 from localllm.finetune.estimate import token_stats
 from localllm.finetune.run_files import (
@@ -62,6 +63,10 @@ class RunInfo:
     eval_loss_after: float | None = None
     perplexity_before: float | None = None
     perplexity_after: float | None = None
+    general_perplexity_before: float | None = None
+    general_perplexity_after: float | None = None
+    warnings: list[str] = field(default_factory=list)
+    bf16: bool | None = None  # the precision path training took: bf16 autocast, or fp32
     adapter_gguf: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
 
@@ -139,6 +144,7 @@ def create_run(
     config = check_config(
         {
             **DEFAULTS,
+            "bf16": settings.finetune_bf16,
             **{k: v for k, v in hyper.items() if v is not None},
             "method": method,
             "base_gguf": info.path,
@@ -197,9 +203,14 @@ def _same_model(folder: Path, gguf: ModelInfo) -> None:
         )
 
 
+def base_prepared(settings: Settings, base: ModelInfo) -> bool:
+    """Whether the float copy of `base` that training needs was already made by an earlier run."""
+    return (runs_dir(settings) / ".hf-base" / Path(base.path).stem / BASE_MARKER).is_file()
+
+
 def _check_disk(settings: Settings, base: ModelInfo) -> None:
     """Room for the float copy of the base (made once) and the run's checkpoints, or RunError."""
-    cached = (runs_dir(settings) / ".hf-base" / Path(base.path).stem).is_dir()
+    cached = base_prepared(settings, base)
     need = (0 if cached else (base.parameters or 0) * 4) + 256 * 2**20
     free = shutil.disk_usage(runs_dir(settings)).free
     if free < need:
@@ -292,6 +303,10 @@ def run_info(settings: Settings, run_id: str) -> RunInfo:
         eval_loss_after=status.get("eval_loss_after"),
         perplexity_before=status.get("perplexity_before"),
         perplexity_after=status.get("perplexity_after"),
+        general_perplexity_before=status.get("general_perplexity_before"),
+        general_perplexity_after=status.get("general_perplexity_after"),
+        warnings=list(status.get("warnings") or []),
+        bf16=status.get("bf16"),
         adapter_gguf=status.get("adapter_gguf"),
         config=config,
     )
@@ -307,8 +322,10 @@ def metrics(settings: Settings, run_id: str) -> list[dict[str, Any]]:
     return read_metrics(run_path(settings, run_id))
 
 
-def samples(settings: Settings, run_id: str) -> list[dict[str, str]]:
-    found = read_json(run_path(settings, run_id) / "samples.json").get("samples")
+def samples(settings: Settings, run_id: str, kind: str = "samples") -> list[dict[str, Any]]:
+    """The held-out prompts ("samples") or the general questions ("general") answered before and
+    after training."""
+    found = read_json(run_path(settings, run_id) / "samples.json").get(kind)
     return found if isinstance(found, list) else []
 
 

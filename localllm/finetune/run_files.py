@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from localllm.errors import LocalLLMError
+from localllm.finetune.hardware import BF16_CHOICES, bf16_choice
 
 METHODS = ("qlora", "lora")
 DEFAULTS: dict[str, Any] = {
@@ -39,7 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "logging_steps": 1,
     "save_steps": 10,
     "threads": 0,  # 0: the cores no other program is busy on (finetune.train.training_threads)
-    "bf16": "auto",  # autocast to bfloat16 where the CPU or GPU computes it natively
+    "bf16": "auto",  # on | off | auto: autocast to bfloat16 where the CPU or GPU computes it natively
 }
 ACTIVE_STATES = ("starting", "running", "evaluating", "exporting")
 FINAL_STATES = ("done", "failed", "cancelled")
@@ -81,6 +82,10 @@ def check_config(config: dict[str, Any]) -> dict[str, Any]:
         raise TrainConfigError(f"threads must be 0 (automatic) or more, not {config['threads']!r}")
     if not (config.get("max_steps") or config.get("epochs")):
         raise TrainConfigError("give max_steps or epochs (a positive number)")
+    if bf16_choice(config.get("bf16")) not in BF16_CHOICES:
+        raise TrainConfigError(
+            f"bf16 must be one of {', '.join(BF16_CHOICES)}, not {config.get('bf16')!r}"
+        )
     if not config["target_modules"]:
         raise TrainConfigError("target_modules is empty: name the layers LoRA adapts")
     return config

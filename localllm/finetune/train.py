@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from localllm.errors import LocalLLMError
+from localllm.finetune.forgetting import forgetting_warnings, general_perplexity
 from localllm.finetune.hardware import training_threads, use_bf16
 from localllm.finetune.run_files import (
     TrainConfigError,
@@ -145,6 +146,13 @@ def _train(run_dir: Path, config: dict[str, Any], resume: bool) -> None:
     if cancel_requested(run_dir):
         raise TrainingCancelled(f"cancelled at step {trainer.state.global_step}; resume continues")
     update_status(run_dir, step=trainer.state.global_step, max_steps=trainer.state.max_steps)
+    update_status(run_dir, state="evaluating")
+    with trainer.model.disable_adapter():
+        general_before = general_perplexity(trainer.model, tokenizer, torch)
+    general_after = general_perplexity(trainer.model, tokenizer, torch)
+    update_status(
+        run_dir, general_perplexity_before=general_before, general_perplexity_after=general_after
+    )
     trainer.model.save_pretrained(run_dir / "adapter")
     tokenizer.save_pretrained(run_dir / "adapter")
     if validation_rows:
@@ -176,28 +184,28 @@ def _load(base_dir: Path, config: dict[str, Any], torch: Any) -> tuple[Any, Any]
     except (OSError, AttributeError):
         pass  # not glibc
 
+    # with bf16 the unquantized weights are kept in bf16 too: converting copies them out of the
+    # fp32 file's memory map, which would otherwise stay mapped (and resident) for the whole run.
+    # Without it (a CPU with no native bf16, where every bf16 op is emulated) all is fp32.
+    dtype = torch.bfloat16 if use_bf16(config.get("bf16", "auto"), torch) else torch.float32
     quantization = BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=torch.bfloat16
-        if use_bf16(config.get("bf16", "auto"), torch)
-        else torch.float32,
+        bnb_4bit_compute_dtype=dtype,
     )
     device = {"": 0} if torch.cuda.is_available() else {"": "cpu"}
     try:
-        # bf16 for what stays unquantized: converting copies it out of the fp32 file's memory map,
-        # which would otherwise stay mapped (and resident) for the whole run; kbit prep makes it fp32
         model = AutoModelForCausalLM.from_pretrained(
-            base_dir, quantization_config=quantization, device_map=device, dtype=torch.bfloat16
+            base_dir, quantization_config=quantization, device_map=device, dtype=dtype
         )
     except Exception as e:  # bitsandbytes missing or without a backend for this machine
         raise LocalLLMError(
             f"can't load the base in 4 bits for QLoRA ({e}); try method lora"
         ) from e
     # prepare_model_for_kbit_training would make every unquantized weight fp32 again (the tied
-    # embedding alone: 113 MB for SmolLM2); they are frozen, so bf16 serves, and the LoRA weights
-    # PEFT adds are fp32. What it does besides: inputs that require grad for checkpointing.
+    # embedding alone: 113 MB for SmolLM2); they are frozen, so bf16 serves. What it does
+    # besides: inputs that require grad for checkpointing.
     model.enable_input_require_grads()
     return tokenizer, model
 
@@ -332,7 +340,9 @@ def _finish(run_dir: Path, config: dict[str, Any]) -> None:
     """The adapter as a GGUF LoRA next to the chat models, and the side-by-side answers."""
     out = config.get("adapter_gguf")
     if not out or not config.get("base_gguf"):
-        return  # an HF-folder base with no GGUF to go over: the PEFT adapter is the result
+        # an HF-folder base with no GGUF to go over: the PEFT adapter is the result
+        update_status(run_dir, warnings=forgetting_warnings(read_status(run_dir), []))
+        return
     from localllm.finetune.compare import compare_answers
     from localllm.finetune.export import export_lora_gguf
 
@@ -340,8 +350,8 @@ def _finish(run_dir: Path, config: dict[str, Any]) -> None:
     lora = export_lora_gguf(run_dir / "adapter", config["base_gguf"], out)
     update_status(run_dir, adapter_gguf=str(lora))
     count = int(config.get("samples", 3))
-    if count > 0:
-        compare_answers(run_dir, config["base_gguf"], lora, count)
+    general = compare_answers(run_dir, config["base_gguf"], lora, count)["general"] if count else []
+    update_status(run_dir, warnings=forgetting_warnings(read_status(run_dir), general))
 
 
 def main(argv: list[str] | None = None) -> int:

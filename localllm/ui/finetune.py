@@ -36,6 +36,7 @@ from localllm.ui.finetune_view import (
 SOURCES = ["A JSONL file", "My liked answers", "My documents"]
 METHODS = [("LoRA (full-precision base)", "lora"), ("QLoRA (4-bit base, less memory)", "qlora")]
 QUANTS = ["Q4_K_M", "Q8_0", "F16"]
+PRECISIONS = ["auto", "on", "off"]
 
 
 def _base_choices(services: Services) -> list[tuple[str, str]]:
@@ -97,6 +98,11 @@ def build_finetune_tab(services: Services, chat: ChatTab, demo: gr.Blocks) -> No
                 max_length = gr.Number(
                     label="Max tokens per example", value=DEFAULTS["max_length"], precision=0
                 )
+                precision = gr.Radio(
+                    PRECISIONS,
+                    value=settings.finetune_bf16,
+                    label="bf16 (auto: where the CPU or GPU computes it natively; off: fp32)",
+                )
             estimate_md = gr.Markdown(elem_id="ft-estimate")
             with gr.Row():
                 train_btn = gr.Button("Train", variant="primary", elem_id="ft-train")
@@ -114,7 +120,7 @@ def build_finetune_tab(services: Services, chat: ChatTab, demo: gr.Blocks) -> No
         headers=SAMPLE_COLUMNS,
         interactive=False,
         wrap=True,
-        label="Held-out prompts, before and after",
+        label="Held-out prompts and general questions, before and after",
     )
     timer = gr.Timer(2.0, active=False)
 
@@ -200,6 +206,7 @@ def build_finetune_tab(services: Services, chat: ChatTab, demo: gr.Blocks) -> No
             batch_size=int(n_batch or 1),
             mean_tokens=mean,
             max_length=int(length or 1),
+            base_cached=jobs.base_prepared(settings, info),
         )
         text = f"Estimate: {guess.describe()}."
         if truncated:
@@ -211,11 +218,12 @@ def build_finetune_tab(services: Services, chat: ChatTab, demo: gr.Blocks) -> No
         run = next((r for r in listing if r.id == run_id), None)
         metrics = jobs.metrics(settings, run_id) if run else []
         shown_samples = jobs.samples(settings, run_id) if run else []
+        general = jobs.samples(settings, run_id, "general") if run else []
         return (
             progress_html(run),
             status_markdown(run),
             loss_frame(metrics),
-            sample_rows(shown_samples),
+            sample_rows(shown_samples, general),
             runs_table(listing),
             gr.update(choices=[r.id for r in listing], value=run_id or None),
             gr.Timer(active=bool(run and run.active)),
@@ -233,6 +241,7 @@ def build_finetune_tab(services: Services, chat: ChatTab, demo: gr.Blocks) -> No
         a: float,
         n_batch: float,
         length: float,
+        bf16: str,
     ) -> tuple[Any, ...]:
         if not path:
             raise gr.Error("pick a dataset first")
@@ -249,6 +258,7 @@ def build_finetune_tab(services: Services, chat: ChatTab, demo: gr.Blocks) -> No
                 alpha=a,
                 batch_size=int(n_batch),
                 max_length=int(length),
+                bf16=bf16,
             )
             jobs.start(settings, run_id)
         except LocalLLMError as e:
@@ -311,7 +321,10 @@ def build_finetune_tab(services: Services, chat: ChatTab, demo: gr.Blocks) -> No
         trigger.change(on_estimate, settings_inputs, estimate_md, api_name=False)
     train_btn.click(
         on_train,
-        [dataset_path, base, method, steps, epochs, learning_rate, rank, alpha, batch, max_length],
+        [
+            *(dataset_path, base, method, steps, epochs, learning_rate, rank, alpha, batch),
+            *(max_length, precision),
+        ],
         [current_run, *view_outputs],
         api_name="train",
     )

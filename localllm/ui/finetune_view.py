@@ -95,6 +95,14 @@ def status_markdown(run: RunInfo | None) -> str:
         if run.eval_loss_after is not None and run.perplexity_after is not None:
             text += f" → {run.eval_loss_after:.3f} (perplexity {run.perplexity_after:.1f})"
         lines.append(text)
+    if run.bf16 is not None:
+        lines.append(f"Precision: {'bf16 autocast' if run.bf16 else 'fp32'}")
+    if run.general_perplexity_before is not None and run.general_perplexity_after is not None:
+        lines.append(
+            f"General text perplexity (forgetting): {run.general_perplexity_before:.1f} → "
+            f"{run.general_perplexity_after:.1f}"
+        )
+    lines += [f"**Warning:** {html.escape(w)}" for w in run.warnings]
     if run.adapter_gguf:
         lines.append(f"Adapter: `{run.adapter_gguf}` — pick it in the Chat tab's model list.")
     if run.error and run.state != "done":
@@ -116,8 +124,11 @@ def loss_frame(metrics: list[dict[str, Any]]) -> pd.DataFrame:
     return frame.astype({"step": "int64", "loss": "float64", "series": "str"})
 
 
-def sample_rows(samples: list[dict[str, str]]) -> list[list[str]]:
-    return [
+def sample_rows(
+    samples: list[dict[str, Any]], general: list[dict[str, Any]] | None = None
+) -> list[list[str]]:
+    """Held-out prompts with their expected answer, then the general questions (forgetting)."""
+    rows = [
         [
             _cut(s.get("prompt", "")),
             _cut(s.get("expected", "")),
@@ -126,3 +137,14 @@ def sample_rows(samples: list[dict[str, str]]) -> list[list[str]]:
         ]
         for s in samples
     ]
+    for g in general or []:
+        kept = "kept" if g.get("tuned_knows") or not g.get("base_knew") else "forgotten"
+        rows.append(
+            [
+                _cut(g.get("prompt", "")),
+                f"(general question: {kept})",
+                g.get("base", ""),
+                g.get("tuned", ""),
+            ]
+        )
+    return rows
