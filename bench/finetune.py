@@ -9,7 +9,12 @@ process, polled for the RSS of its process tree; throughput comes from the train
 (`train_runtime`, `num_tokens`), so model loading is left out of it. Writes
 bench/results/finetune.json and the fine-tune table in bench/README.md.
 
-    python bench/finetune.py [--examples 24] [--epochs 1]
+    python bench/finetune.py [--examples 24] [--epochs 1] [--bf16 auto|on|off] [--avx2]
+
+`--avx2` runs every configuration as on a CPU without AVX-512 (most laptops): torch, oneDNN and MKL
+are held to AVX2 (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA, MKL_ENABLE_INSTRUCTIONS), the naive run
+keeps its library defaults (bf16 autocast, now emulated) and ours trains as "auto" picks there: fp32.
+Its results go to finetune_avx2 (the json and its own table), beside the native run's.
 
     1. naive: SFTTrainer(model=<path>, args=SFTConfig(output_dir, max_steps, use_cpu, logging_steps),
        peft_config=LoraConfig(r=8, lora_alpha=16, target_modules=ours, task_type="CAUSAL_LM")):
@@ -46,6 +51,11 @@ NAIVE_BATCH = 8  # TrainingArguments' per_device_train_batch_size default
 TARGETS = {"speedup": 2.0, "qlora_rss_ratio": 0.5}
 STARTED = time.perf_counter()
 IMPORTS = "import torch, transformers, datasets, peft, trl, bitsandbytes"
+AVX2_ENV = {
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+}
 
 
 def say(message: str) -> None:
@@ -235,6 +245,8 @@ def main() -> None:
         help="naive vs ours LoRA with one core busy (0: skip)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs, runs)")
+    parser.add_argument("--bf16", choices=["auto", "on", "off"], default=None, help="ours' bf16")
+    parser.add_argument("--avx2", action="store_true", help="as on a CPU without AVX-512")
     args = parser.parse_args()
     if args.naive:
         return naive(args.naive)
@@ -244,6 +256,7 @@ def main() -> None:
     import torch
 
     from localllm.finetune.base import hf_base
+    from localllm.finetune.hardware import native_bf16
     from localllm.finetune.run_files import DEFAULTS
     from localllm.finetune.template import template_from_gguf
     from localllm.llm.catalog import bundled_model_path
@@ -275,6 +288,7 @@ def main() -> None:
         "base_gguf": str(gguf),
         "data": str(data),
         "validation_fraction": 0.0,
+        "rehearsal": 0,  # the same examples for both sides: no rehearsal answers mixed in
     }
     ours_batch = int(DEFAULTS["batch_size"])
     seen = args.examples * args.epochs
@@ -282,6 +296,9 @@ def main() -> None:
         raise SystemExit(f"examples x epochs must be a multiple of {NAIVE_BATCH}")
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOCALLLM_")}
     env["HF_HUB_OFFLINE"] = "1"
+    if args.avx2:
+        env.update(AVX2_ENV)
+    ours_bf16 = args.bf16 or ("off" if args.avx2 else "auto")
     gpu = torch.cuda.is_available()
 
     say("baseline: a process that only imports the training stack")
@@ -339,6 +356,8 @@ def main() -> None:
                 "max_steps": steps,
                 "validation_fraction": 0.0,
                 "hf_cache": str(work / "hf"),
+                "bf16": ours_bf16,
+                "rehearsal": 0,
             }
             (run_dir / "config.json").write_text(json.dumps(ours))
             say(f"ours {name}: {steps} steps of {ours_batch}")
@@ -424,6 +443,9 @@ def main() -> None:
             "torch": torch.__version__,
             "default_torch_threads": torch.get_num_threads(),
             "gpu": torch.cuda.get_device_name(0) if gpu else None,
+            "native_bf16": native_bf16(torch),
+            "held_to_avx2": AVX2_ENV if args.avx2 else None,
+            "ours_bf16_setting": ours_bf16,
             "load_average_at_end": list(os.getloadavg()),
         },
         "model": f"{gguf.name} (bundled), trained through its HF copy (fp32)",
@@ -443,7 +465,7 @@ def main() -> None:
     }
     payload["note"] = NOTE.format(load=", ".join(f"{x:.2f}" for x in os.getloadavg()))
     text = table(payload)
-    out = write_results("finetune", payload, text)
+    out = write_results("finetune_avx2" if args.avx2 else "finetune", payload, text)
     print(text)
     print(f"wrote {out}")
     if args.keep:
@@ -478,8 +500,12 @@ def table(payload: dict[str, Any]) -> str:
     m = payload["machine"]
     d = payload["data"]
     where = m["gpu"] or f"{m['cpus']} CPUs"
+    path = "native bf16" if m.get("native_bf16") else "no native bf16"
+    if m.get("held_to_avx2"):
+        path = "held to AVX2 (no AVX-512, no native bf16): `--avx2`"
     lines = [
-        f"### Fine-tuning (`bench/finetune.py`, {where}, {m['when']})",
+        f"### Fine-tuning (`bench/finetune.py`, {where}, {path}; ours bf16 "
+        f"{m.get('ours_bf16_setting', 'auto')}, {m['when']})",
         "",
         f"Bundled SmolLM2-135M-Instruct (HF fp32 copy), {d['examples']} chat examples x "
         f"{d['epochs']} epoch(s) ({d['source']}; {d['tokens_per_example_mean']:.0f} tokens on "

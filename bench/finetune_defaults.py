@@ -31,12 +31,14 @@ sys.path.insert(0, str(ROOT))
 ATTN = ["q_proj", "k_proj", "v_proj", "o_proj"]
 ALL_LINEAR = [*ATTN, "gate_proj", "up_proj", "down_proj"]
 CONFIGS: dict[str, dict[str, Any]] = {
-    "A": {"learning_rate": 2e-4, "rank": 8, "alpha": 16, "target_modules": ATTN, "max_steps": 60},
-    "B": {"learning_rate": 1e-3, "rank": 8, "alpha": 16, "target_modules": ATTN, "max_steps": 60},
-    "C": {"learning_rate": 5e-4, "rank": 16, "alpha": 32, "target_modules": ALL_LINEAR, "max_steps": 60},
-    "D": {"learning_rate": 1e-3, "rank": 16, "alpha": 32, "target_modules": ALL_LINEAR, "max_steps": 60},
-    "E": {"learning_rate": 2e-3, "rank": 16, "alpha": 32, "target_modules": ALL_LINEAR, "max_steps": 60},
-    "F": {"learning_rate": 1e-3, "rank": 16, "alpha": 32, "target_modules": ALL_LINEAR, "epochs": 3, "max_steps": 0},
+    "A": {"learning_rate": 2e-4, "rank": 8, "alpha": 16, "target_modules": ATTN, "max_steps": 60, "rehearsal": 0},
+    "B": {"learning_rate": 1e-3, "rank": 8, "alpha": 16, "target_modules": ATTN, "max_steps": 60, "rehearsal": 0},
+    "C": {"learning_rate": 5e-4, "rank": 16, "alpha": 32, "target_modules": ALL_LINEAR, "max_steps": 60, "rehearsal": 0},
+    "D": {"learning_rate": 1e-3, "rank": 16, "alpha": 32, "target_modules": ALL_LINEAR, "max_steps": 60, "rehearsal": 0},
+    "E": {"learning_rate": 2e-3, "rank": 16, "alpha": 32, "target_modules": ALL_LINEAR, "max_steps": 60, "rehearsal": 0},
+    "B+R": {"learning_rate": 1e-3, "rank": 8, "alpha": 16, "target_modules": ATTN, "max_steps": 60, "rehearsal": 0.5},
+    "C+R": {"learning_rate": 5e-4, "rank": 16, "alpha": 32, "target_modules": ALL_LINEAR, "max_steps": 60, "rehearsal": 0.5},
+    "C+R1": {"learning_rate": 5e-4, "rank": 16, "alpha": 32, "target_modules": ALL_LINEAR, "max_steps": 60, "rehearsal": 1.0},
 }  # fmt: skip
 
 FACTS = {
@@ -219,6 +221,7 @@ def main() -> None:
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--method", default="lora")
     parser.add_argument("--out", default="finetune_defaults")
+    parser.add_argument("--append", action="store_true", help="add to the rows already written")
     args = parser.parse_args()
 
     from localllm.config import Settings
@@ -227,7 +230,8 @@ def main() -> None:
     base = bundled_model_path()
     work = Path(tempfile.mkdtemp(prefix="ft-defaults-"))
     settings = Settings(runs_dir=ROOT / "runs", models_dir=work / "models")
-    rows = []
+    previous = ROOT / "bench" / "results" / f"{args.out}.json"
+    rows = json.loads(previous.read_text())["rows"] if args.append and previous.is_file() else []
     for name in args.datasets.split(","):
         examples, probes = DATASETS[name]()
         data = work / f"{name}.jsonl"
@@ -247,8 +251,8 @@ def write(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
     lines = [
         f"Fine-tune defaults ({args.method}, bf16 off, bundled SmolLM2-135M; `bench/finetune_defaults.py`):",
         "",
-        "| data | cfg | lr | rank | targets | steps | val loss | unseen right | general ppl | general kept | s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| data | cfg | lr | rank | targets | steps | rehearsal | val loss | unseen right | general ppl | general kept | s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         targets = "all linear" if len(r["target_modules"]) > 4 else "attention"
@@ -256,7 +260,7 @@ def write(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
         unseen = "-" if r["unseen_correct"] is None else f"{r['unseen_correct']:.2f}"
         lines.append(
             f"| {r['dataset']} ({r['examples']}) | {r['config']} | {r['learning_rate']:g} | {r['rank']} | "
-            f"{targets} | {steps} | {r['eval_loss_before']:.2f} -> {r['eval_loss_after']:.2f} | {unseen} | "
+            f"{targets} | {steps} | {r.get('rehearsal', 0)} | {r['eval_loss_before']:.2f} -> {r['eval_loss_after']:.2f} | {unseen} | "
             f"{r['general_ppl_before']:.1f} -> {r['general_ppl_after']:.1f} | {r['general_kept']} | {r['seconds']:.0f} |"
         )
     write_results(args.out, {"machine": machine(), "rows": rows}, "\n".join(lines))

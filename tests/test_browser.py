@@ -215,6 +215,8 @@ def test_finetune_tab_trains_and_the_chat_offers_the_result(
     assert progress.get_attribute("value") == progress.get_attribute("max") == "3"
     status = page.locator("#ft-status").first.inner_text()
     assert "Validation loss" in status and "lora.gguf" in status
+    assert "General text perplexity (forgetting)" in status and "Precision: " in status
+    wait_for_text(page, "ft-samples", "What is the capital of France?")  # forgetting, side by side
     page.screenshot(path=str(ARTIFACTS / "finetune.png"), full_page=True)
 
     page.get_by_role("tab", name="Chat").click()

@@ -265,3 +265,23 @@ def test_an_hf_model_folder_is_a_base_and_its_adapter_goes_over_the_gguf(
         assert model.count_tokens("hello") > 0
     finally:
         model.close()
+
+
+def test_a_base_without_chat_template_is_refused_for_chat_examples(
+    settings: Settings, tmp_path: Path, no_template_model: Path
+):
+    """A base with no chat template would train on ChatML whose end marker it doesn't know, and
+    then never stop answering: chat examples are refused up front, plain text is accepted."""
+    require(not MISSING, f"the finetune extra is not installed (missing {', '.join(MISSING)})")
+    settings.models_dir.mkdir(parents=True, exist_ok=True)
+    base = settings.models_dir / no_template_model.name
+    base.symlink_to(no_template_model)
+    data = tmp_path / "chat.jsonl"
+    data.write_text(_examples(4), encoding="utf-8")
+    with pytest.raises(jobs.RunError, match="no chat template"):
+        jobs.create_run(settings, data, base=base.name, max_steps=1)
+    assert not any(settings.runs_dir.glob("2*"))
+    text = tmp_path / "text.jsonl"
+    text.write_text(json.dumps({"text": "Plain text to continue."}) + "\n", encoding="utf-8")
+    run_id, _ = jobs.create_run(settings, text, base=base.name, max_steps=1)
+    assert jobs.run_info(settings, run_id).state == "created"

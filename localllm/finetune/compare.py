@@ -11,6 +11,7 @@ from typing import Any
 
 from localllm.finetune.data import Example, load_jsonl, split
 from localllm.finetune.forgetting import GENERAL_PROMPTS, knows
+from localllm.finetune.llama_answers import answer_all
 from localllm.finetune.run_files import read_config, write_json
 from localllm.llm.base import Message
 
@@ -25,38 +26,7 @@ def held_out_prompts(config: dict[str, Any], count: int) -> list[Example]:
     return pool[:count]
 
 
-def _answers(
-    base_gguf: str | Path,
-    lora: str | Path | None,
-    conversations: list[list[Message]],
-    max_tokens: int,
-) -> list[str]:
-    from llama_cpp import Llama
-
-    llm = Llama(
-        model_path=str(base_gguf),
-        lora_path=str(lora) if lora else None,
-        n_ctx=2048,
-        n_threads=1,
-        seed=0,
-        verbose=False,
-    )
-    try:
-        out = []
-        for messages in conversations:
-            reply = llm.create_chat_completion(
-                messages=messages,  # type: ignore[arg-type]
-                temperature=0.0,
-                max_tokens=max_tokens,
-                repeat_penalty=1.1,
-            )
-            out.append((reply["choices"][0]["message"]["content"] or "").strip())  # type: ignore[index]
-        return out
-    finally:
-        llm.close()
-
-
-def compare_answers(
+def compareanswer_all(
     run_dir: Path, base_gguf: str | Path, lora: str | Path, count: int = 3, max_tokens: int = 96
 ) -> dict[str, list[dict[str, Any]]]:
     """Answer `count` held-out prompts and the general questions with and without the LoRA;
@@ -65,8 +35,8 @@ def compare_answers(
     held_out: list[list[Message]] = [list(e.messages[:-1]) for e in examples if e.messages]
     general: list[list[Message]] = [[{"role": "user", "content": q}] for q, _ in GENERAL_PROMPTS]
     conversations = held_out + general
-    base = _answers(base_gguf, None, conversations, max_tokens)
-    tuned = _answers(base_gguf, lora, conversations, max_tokens)
+    base = answer_all(base_gguf, None, conversations, max_tokens)
+    tuned = answer_all(base_gguf, lora, conversations, max_tokens)
     samples = []
     n = len(held_out)
     for example, before, after in zip(examples, base[:n], tuned[:n], strict=True):

@@ -1,8 +1,12 @@
-"""How much a run forgot of what the base knew: perplexity on a short general text shipped with the
-app (data/general.txt), and a few general questions answered by the base and the tuned model.
+"""What a run forgets of what the base knew, kept small and measured.
 
-A run that teaches its examples too hard (validation loss near zero) can start answering every
-question with them; these figures, read side by side, show when that happened.
+Kept small by rehearsal: the base answers general questions (data/rehearsal.txt) before training, and
+those answers are mixed into the training examples, so the model keeps practising its own general
+behaviour while it learns the user's examples ("learning without forgetting": the old model's outputs
+as targets). Measured, on other text and questions than it rehearses: perplexity on a short general
+text (data/general.txt), and a few general questions answered by the base and the tuned model. A run
+that teaches its examples too hard can start answering every question with them; these figures,
+read side by side, show when that happened.
 """
 
 from __future__ import annotations
@@ -11,7 +15,11 @@ import math
 from pathlib import Path
 from typing import Any
 
+from localllm.finetune.data import Example
+from localllm.llm.base import Message
+
 GENERAL_TEXT = Path(__file__).with_name("data") / "general.txt"
+REHEARSAL_QUESTIONS = Path(__file__).with_name("data") / "rehearsal.txt"
 # (question, words one of which a correct answer holds); the bundled 135M model answers these
 GENERAL_PROMPTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("What is the capital of France?", ("paris",)),
@@ -56,7 +64,8 @@ def forgetting_warnings(status: dict[str, Any], general: list[dict[str, Any]]) -
     warnings = []
     before, after = status.get("general_perplexity_before"), status.get("general_perplexity_after")
     rise = after / before if before and after else None
-    lost = [g["prompt"] for g in general if g.get("base_knew") and not g.get("tuned_knows")]
+    knew = [g for g in general if g.get("base_knew")]
+    lost = [g["prompt"] for g in knew if not g.get("tuned_knows")]
     loss = status.get("eval_loss_after")
     if rise is not None and rise > PERPLEXITY_RISE_WARNING:
         memorised = loss is not None and loss < NEAR_ZERO_LOSS
@@ -72,7 +81,25 @@ def forgetting_warnings(status: dict[str, Any], general: list[dict[str, Any]]) -
         )
     if lost:
         warnings.append(
-            f"the tuned model no longer answers {len(lost)} of {len(general)} general questions "
-            f"the base answered (e.g. {lost[0]!r}); fewer steps or a lower learning rate forget less"
+            f"the tuned model gets {len(lost)} of the {len(knew)} general questions the base "
+            f"answered right wrong (e.g. {lost[0]!r}); fewer steps or a lower learning rate "
+            "forget less"
         )
     return warnings
+
+
+def rehearsal_examples(base_gguf: str | Path, count: int) -> list[Example]:
+    """`count` general questions (at most the shipped list) with the base's own greedy answers."""
+    from localllm.finetune.llama_answers import answer_all
+
+    questions = [q for q in REHEARSAL_QUESTIONS.read_text(encoding="utf-8").splitlines() if q]
+    questions = questions[: max(0, count)]
+    if not questions:
+        return []
+    conversations: list[list[Message]] = [[{"role": "user", "content": q}] for q in questions]
+    answers = answer_all(base_gguf, None, conversations, max_tokens=128)
+    return [
+        Example(messages=[*c, {"role": "assistant", "content": a}], source={"rehearsal": i + 1})
+        for i, (c, a) in enumerate(zip(conversations, answers, strict=True))
+        if a.strip()
+    ]

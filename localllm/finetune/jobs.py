@@ -131,6 +131,12 @@ def create_run(
     loaded = load_jsonl(data)
     if not loaded.examples:
         raise DatasetError(f"{Path(data).name}: no usable examples ({loaded.summary()})")
+    if hf_folder is None and not info.has_chat_template and any(e.is_chat for e in loaded.examples):
+        raise RunError(
+            f"{info.name} has no chat template (a base, not a chat model): tuned on chat examples "
+            "it would not know where an answer ends and would not stop. Pick a chat model as the "
+            'base, or train it on plain {"text": ...} examples'
+        )
     unknown = set(hyper) - set(DEFAULTS) - {"samples"}
     if unknown:
         raise RunError(f"unknown setting(s): {', '.join(sorted(unknown))}")

@@ -39,10 +39,11 @@ DEFAULTS: dict[str, Any] = {
     "validation_fraction": 0.1,
     "logging_steps": 1,
     "save_steps": 10,
+    "rehearsal": 0.5,  # general answers of the base mixed in, per training example (forgetting.py)
     "threads": 0,  # 0: the cores no other program is busy on (finetune.train.training_threads)
     "bf16": "auto",  # on | off | auto: autocast to bfloat16 where the CPU or GPU computes it natively
 }
-ACTIVE_STATES = ("starting", "running", "evaluating", "exporting")
+ACTIVE_STATES = ("starting", "preparing", "running", "evaluating", "exporting")
 FINAL_STATES = ("done", "failed", "cancelled")
 
 
@@ -82,6 +83,14 @@ def check_config(config: dict[str, Any]) -> dict[str, Any]:
         raise TrainConfigError(f"threads must be 0 (automatic) or more, not {config['threads']!r}")
     if not (config.get("max_steps") or config.get("epochs")):
         raise TrainConfigError("give max_steps or epochs (a positive number)")
+    try:
+        rehearsal_ok = 0 <= float(config.get("rehearsal") or 0) <= 4
+    except (TypeError, ValueError):
+        rehearsal_ok = False
+    if not rehearsal_ok:
+        raise TrainConfigError(
+            f"rehearsal must be between 0 (off) and 4, not {config.get('rehearsal')!r}"
+        )
     if bf16_choice(config.get("bf16")) not in BF16_CHOICES:
         raise TrainConfigError(
             f"bf16 must be one of {', '.join(BF16_CHOICES)}, not {config.get('bf16')!r}"

@@ -26,7 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from localllm.errors import LocalLLMError
-from localllm.finetune.forgetting import forgetting_warnings, general_perplexity
+from localllm.finetune.forgetting import (
+    forgetting_warnings,
+    general_perplexity,
+    rehearsal_examples,
+)
 from localllm.finetune.hardware import training_threads, use_bf16
 from localllm.finetune.run_files import (
     TrainConfigError,
@@ -72,6 +76,10 @@ def build_dataset(config: dict[str, Any]) -> tuple[list[dict[str, str]], list[di
             return {"prompt": "", "completion": full}
         return {"prompt": full[:at], "completion": full[at:]}
 
+    # the base's own answers to general questions, mixed in so it keeps them (forgetting.py)
+    share = float(config.get("rehearsal") or 0)
+    if share > 0 and config.get("base_gguf") and not as_text:
+        train = [*train, *rehearsal_examples(config["base_gguf"], math.ceil(len(train) * share))]
     return [row(e) for e in train], [row(e) for e in validation]
 
 
@@ -115,7 +123,9 @@ def _train(run_dir: Path, config: dict[str, Any], resume: bool) -> None:
 
     torch.set_num_threads(threads)
     update_status(run_dir, threads=threads, bf16=use_bf16(config.get("bf16", "auto"), torch))
+    update_status(run_dir, state="preparing")
     train_rows, validation_rows = build_dataset(config)
+    update_status(run_dir, train_rows=len(train_rows))
     if config.get("base_hf"):
         base_dir = Path(config["base_hf"])
     else:

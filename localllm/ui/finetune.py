@@ -121,6 +121,7 @@ def build_finetune_tab(services: Services, chat: ChatTab, demo: gr.Blocks) -> No
         interactive=False,
         wrap=True,
         label="Held-out prompts and general questions, before and after",
+        elem_id="ft-samples",
     )
     timer = gr.Timer(2.0, active=False)
 
