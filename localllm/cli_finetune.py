@@ -50,6 +50,7 @@ def cmd_finetune(settings: Settings, args: argparse.Namespace) -> int:
             "validation_fraction": args.validation_fraction,
             "samples": args.samples,
             "bf16": args.bf16,
+            "rehearsal": args.rehearsal,
         }
         if args.epochs and args.max_steps is None:
             hyper["max_steps"] = 0
@@ -263,6 +264,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--bf16",
         choices=["auto", "on", "off"],
         help="bf16 autocast: on, off (fp32), or auto (where the hardware has it; the default)",
+    )
+    tune.add_argument(
+        "--rehearsal",
+        type=float,
+        help="the base's general answers mixed in per example, against forgetting (0.5; 0: off)",
     )
     tune.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint")
     tune.add_argument("--quiet", action="store_true", help="no progress on stderr")

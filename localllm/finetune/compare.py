@@ -26,7 +26,7 @@ def held_out_prompts(config: dict[str, Any], count: int) -> list[Example]:
     return pool[:count]
 
 
-def compareanswer_all(
+def compare_answers(
     run_dir: Path, base_gguf: str | Path, lora: str | Path, count: int = 3, max_tokens: int = 96
 ) -> dict[str, list[dict[str, Any]]]:
     """Answer `count` held-out prompts and the general questions with and without the LoRA;

@@ -27,8 +27,10 @@ GENERAL_PROMPTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("What do plants need from the sun to make their food?", ("light", "energy")),
     ("At what temperature in Celsius does water boil at sea level?", ("100", "hundred")),
 )
-# general perplexity up by more than this factor is reported as forgetting (bench/README.md)
-PERPLEXITY_RISE_WARNING = 1.25
+# general perplexity up by more than this factor is reported as forgetting on its own; a smaller
+# rise, with the general answers kept, is what a chat model tuned at the defaults shows (x1.4-1.5
+# on bench/finetune_defaults.py, with and without rehearsal) and is not worth a warning alone
+PERPLEXITY_RISE_WARNING = 2.0
 NEAR_ZERO_LOSS = 0.05
 
 

@@ -4,8 +4,8 @@ RUN_DIR/config.json says what to do (keys and defaults in finetune.run_files): t
 JSONL data, "lora" or "qlora" (4-bit NF4 base through bitsandbytes) and the hyper-parameters; with
 "adapter_gguf" the adapter is also written there as a GGUF LoRA, and "samples" validation prompts are
 answered by the base and the tuned model side by side. status.json moves through starting ->
-evaluating -> running -> evaluating -> exporting -> done (or failed / cancelled), with the validation
-loss before and after.
+preparing -> evaluating -> running -> evaluating -> exporting -> done (or failed / cancelled), with the
+validation loss before and after and the general perplexity (forgetting.py) before and after.
 
 Chat examples are rendered with the base GGUF's own chat template (finetune.data), so the model is
 trained on exactly the text llama.cpp prompts it with; the loss is on the assistant's answer only.

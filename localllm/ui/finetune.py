@@ -98,6 +98,11 @@ def build_finetune_tab(services: Services, chat: ChatTab, demo: gr.Blocks) -> No
                 max_length = gr.Number(
                     label="Max tokens per example", value=DEFAULTS["max_length"], precision=0
                 )
+                rehearsal = gr.Number(
+                    label="Rehearsal: the base's own general answers mixed in per example, "
+                    "so it forgets less (0: off)",
+                    value=DEFAULTS["rehearsal"],
+                )
                 precision = gr.Radio(
                     PRECISIONS,
                     value=settings.finetune_bf16,
@@ -242,6 +247,7 @@ def build_finetune_tab(services: Services, chat: ChatTab, demo: gr.Blocks) -> No
         a: float,
         n_batch: float,
         length: float,
+        share: float,
         bf16: str,
     ) -> tuple[Any, ...]:
         if not path:
@@ -259,6 +265,7 @@ def build_finetune_tab(services: Services, chat: ChatTab, demo: gr.Blocks) -> No
                 alpha=a,
                 batch_size=int(n_batch),
                 max_length=int(length),
+                rehearsal=float(share or 0),
                 bf16=bf16,
             )
             jobs.start(settings, run_id)
@@ -324,7 +331,7 @@ def build_finetune_tab(services: Services, chat: ChatTab, demo: gr.Blocks) -> No
         on_train,
         [
             *(dataset_path, base, method, steps, epochs, learning_rate, rank, alpha, batch),
-            *(max_length, precision),
+            *(max_length, rehearsal, precision),
         ],
         [current_run, *view_outputs],
         api_name="train",
