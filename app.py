@@ -2,7 +2,7 @@
 
 from localllm.config import Settings
 from localllm.privacy import apply_privacy
-from localllm.spaces import on_spaces, spaces_settings
+from localllm.server.spaces import on_spaces, spaces_settings
 
 
 def main() -> None:
@@ -10,7 +10,7 @@ def main() -> None:
     if on_spaces():
         settings = spaces_settings(settings)
     apply_privacy(settings)
-    from localllm.ui import launch
+    from localllm.server.launch import launch
 
     launch(settings)
 

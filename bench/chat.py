@@ -176,7 +176,8 @@ def main() -> None:
         print(json.dumps(result))
         return
 
-    from localllm.llm.threads import available_cores, default_batch_threads, default_threads
+    from localllm.cpu import available_cores
+    from localllm.llm.threads import default_batch_threads, default_threads
 
     cores = available_cores()
     gen, batch = default_threads(), default_batch_threads()

@@ -255,7 +255,7 @@ def main() -> None:
 
     import torch
 
-    from localllm.finetune.base import hf_base
+    from localllm.finetune.base_model import hf_base
     from localllm.finetune.hardware import native_bf16
     from localllm.finetune.run_files import DEFAULTS
     from localllm.finetune.template import template_from_gguf

@@ -71,8 +71,8 @@ def subset(items: list[Any], n: int) -> list[Any]:
 def quality(services: Any, model: Any, rerank_n: int) -> list[dict[str, Any]]:
     from localllm.eval.metrics import load_qa
     from localllm.eval.runs import evaluate_retrieval
-    from localllm.index.rerank import ModelJudgeReranker
     from localllm.index.retrieve import Retriever
+    from localllm.rag.rerank import ModelJudgeReranker
 
     plain = services.retriever()
     judged = Retriever(services.store, services.embedder, ModelJudgeReranker(model))
@@ -130,7 +130,7 @@ def answers(services: Any, model: Any, n_answerable: int) -> list[dict[str, Any]
         items = subset([q for q in load_qa(qa_path) if q.doc and q.page], n_answerable)
         t = time.perf_counter()
         scores, details = evaluate_answers(
-            services.grounded(), model, [*items, *unanswerable], collection, params
+            services.grounded(model), model, [*items, *unanswerable], collection, params
         )
         gated = sum(1 for d in details if d["doc"] is None and not d["sources"])
         rows.append({"set": collection, **scores.to_dict(), "declined_without_model": gated})

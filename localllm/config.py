@@ -111,9 +111,3 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml = TomlConfigSettingsSource(settings_cls, toml_file=_toml_file())
         return (init_settings, env_settings, toml)
-
-
-def ensure_dir(path: Path) -> Path:
-    """Create a data folder on first use and return it."""
-    path.mkdir(parents=True, exist_ok=True)
-    return path

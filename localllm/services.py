@@ -6,10 +6,12 @@ import threading
 from typing import TYPE_CHECKING
 
 from localllm.config import Settings
+from localllm.llm.base import ChatModel
 from localllm.llm.manager import ModelManager
 
 if TYPE_CHECKING:
-    from localllm.conversations import ConversationStore
+    from localllm.chat.conversations import ConversationStore
+    from localllm.chat.service import ChatService
     from localllm.index.embed import Embedder
     from localllm.index.ingest import Ingestor
     from localllm.index.jobs import IngestJob
@@ -57,7 +59,7 @@ class Services:
     def conversations(self) -> ConversationStore:
         with self._lock:
             if self._conversations is None:
-                from localllm.conversations import ConversationStore
+                from localllm.chat.conversations import ConversationStore
 
                 self._conversations = ConversationStore(self.settings.conversations_path)
             return self._conversations
@@ -72,24 +74,33 @@ class Services:
             ocr=self.settings.ocr,
         )
 
-    def retriever(self) -> Retriever:
+    def retriever(self, judge: ChatModel | None = None) -> Retriever:
+        """Hybrid search; with rerank = "llm", `judge` (default: the loaded model) reranks it."""
         from localllm.index.retrieve import Retriever
 
         reranker = None
         if self.settings.rerank == "llm":
-            from localllm.index.rerank import ModelJudgeReranker
+            from localllm.rag.rerank import ModelJudgeReranker
 
-            reranker = ModelJudgeReranker(self.models.get(self.settings.default_model))
+            reranker = ModelJudgeReranker(judge or self.models.loaded or self.models.get())
         return Retriever(self.store, self.embedder, reranker)
 
-    def grounded(self) -> GroundedChat:
+    def grounded(self, judge: ChatModel | None = None) -> GroundedChat:
+        """Grounded answers; `judge` should be the model that will answer (see retriever)."""
         from localllm.rag.answer import GroundedChat
 
         return GroundedChat(
-            self.retriever(),
+            self.retriever(judge),
             sources=self.settings.rag_sources,
             min_similarity=self.settings.rag_min_similarity,
         )
+
+    @property
+    def chat(self) -> ChatService:
+        """The one place chat answers are assembled, for every face."""
+        from localllm.chat.service import ChatService
+
+        return ChatService(self)
 
     def close(self) -> None:
         self.models.close()

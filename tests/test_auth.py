@@ -12,7 +12,7 @@ import pytest
 from gradio_client import Client
 from openai import AuthenticationError, OpenAI
 
-from localllm.auth import AuthStore, check_password, hash_password
+from localllm.server.auth import AuthStore, check_password, hash_password
 from tests.conftest import serving
 
 PASSWORD = "correct horse battery"

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from localllm.conversations import ConversationStore
+from localllm.chat.conversations import ConversationStore
 from tests.conftest import ARTIFACTS, RunningApp, chromium_path, require
 from tests.corpus import corpus_file
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from localllm.conversations import ConversationStore
+from localllm.chat.conversations import ConversationStore
 from localllm.finetune.data import load_jsonl
 from tests.conftest import cli_env, run_cli
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from localllm.conversations import ConversationError, ConversationStore, title_from
+from localllm.chat.conversations import ConversationError, ConversationStore, title_from
 from localllm.errors import LocalLLMError
 
 SOURCE = {"file": "debian-faq.en.pdf", "page": 13, "text": "No new functionality…", "score": 0.5}

@@ -7,7 +7,7 @@ import pytest
 from localllm.config import Settings
 from localllm.errors import PromptTooLongError
 from localllm.llm.base import GenerationParams, Message
-from localllm.llm.conversation import fit_to_context, with_system
+from localllm.llm.context import fit_to_context, with_system
 from localllm.llm.llamacpp import FALLBACK_TEMPLATE_WARNING, LlamaCppChatModel
 from localllm.llm.manager import LoadOptions, ModelManager
 

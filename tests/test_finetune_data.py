@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter, format_chatml
 
-from localllm.conversations import ConversationStore
+from localllm.chat.conversations import ConversationStore
 from localllm.errors import DatasetError
 from localllm.finetune.data import (
     Example,
@@ -19,7 +19,6 @@ from localllm.finetune.data import (
     load_jsonl,
     render,
     split,
-    truncate_report,
     write_jsonl,
 )
 from localllm.finetune.template import ChatTemplate, chatml, template_from_gguf
@@ -211,7 +210,7 @@ def test_template_errors_name_the_example(tmp_path: Path) -> None:
         render(Example(messages=CHAT, line=7), strict)
 
 
-def test_truncate_report_counts_with_the_real_tokenizer(
+def test_rendered_examples_count_with_the_real_tokenizer(
     engine: LlamaCppChatModel, bundled_path: Path
 ) -> None:
     template = template_from_gguf(bundled_path)
@@ -222,12 +221,11 @@ def test_truncate_report_counts_with_the_real_tokenizer(
         Example(messages=[CHAT[1], {"role": "assistant", "content": long_text}]),
         Example(text=long_text),
     ]
-    texts, truncated = truncate_report(examples, engine.count_tokens, 128, template)
-    assert texts == [render(e, template) for e in examples]
-    assert truncated == 2
+    texts = [render(e, template) for e in examples]
+    assert sum(1 for t in texts if engine.count_tokens(t) > 128) == 2
     # ChatML markers are single special tokens: the count is the model's, not characters / 4
     assert engine.count_tokens(texts[0]) < 60
-    assert truncate_report(examples, engine.count_tokens, 10_000, template)[1] == 0
+    assert all(engine.count_tokens(t) < 10_000 for t in texts)
 
 
 def test_liked_answers_from_a_real_store_round_trip(tmp_path: Path) -> None:

@@ -205,8 +205,8 @@ def test_training_threads_leave_a_busy_core_alone():
     import subprocess
     import sys
 
+    from localllm.cpu import available_cores
     from localllm.finetune.hardware import training_threads
-    from localllm.llm.threads import available_cores
 
     cores = available_cores()
     require(cores >= 2, "needs two cores")
@@ -240,7 +240,7 @@ def test_an_hf_model_folder_is_a_base_and_its_adapter_goes_over_the_gguf(
     """Training from a local Hugging Face folder; the adapter is exported over the GGUF of the same
     model and llama.cpp loads it. A folder of another model is refused before anything runs."""
     require(not MISSING, f"the finetune extra is not installed (missing {', '.join(MISSING)})")
-    from localllm.finetune.base import hf_base
+    from localllm.finetune.base_model import hf_base
     from localllm.llm.llamacpp import LlamaCppChatModel
 
     folder = hf_base(bundled_path, hf_base_cache)  # a plain HF folder: config, weights, tokenizer

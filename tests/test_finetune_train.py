@@ -78,7 +78,7 @@ def test_hf_base_matches_the_gguf_up_to_the_qk_permutation(base_gguf: Path, hf_b
     import gguf
     from safetensors.numpy import load_file
 
-    from localllm.finetune.base import hf_base
+    from localllm.finetune.base_model import hf_base
     from localllm.finetune.export import _permute
 
     folder = hf_base(base_gguf, hf_base_cache)

@@ -16,6 +16,7 @@ from localllm.services import Services
 from tests.conftest import cli_env, run_cli
 from tests.corpus import CORPUS, corpus_file, write_encrypted_pdf
 from tests.rag_fixtures import clean_settings
+from tests.store_helpers import nearest_chunks
 
 FAQ = CORPUS / "debian-faq.en.pdf"
 
@@ -54,7 +55,7 @@ def test_each_chunk_cites_the_page_its_text_is_on(faq_services: Services) -> Non
         holding = [c for c in chunks if squash(sentence) in squash(c.text)]
         assert holding, f"no chunk holds {sentence!r}"
         assert all(page in c.pages for c in holding), (page, [c.pages for c in holding])
-        hit = store.query("faq", faq_services.embedder.embed_query(sentence), k=1)[0]
+        hit = nearest_chunks(store, "faq", faq_services.embedder.embed_query(sentence), k=1)[0]
         assert page in hit.pages and squash(sentence) in squash(hit.text)
         assert any(p == page for p, _ in hit.boxes), "the chunk's boxes locate it on its page"
 
@@ -78,7 +79,9 @@ def test_reingest_is_a_noop_and_a_changed_file_replaces(
     assert len(versions) == 1
     texts = " ".join(c.text for c in store.chunks_of("faq", versions[0].doc_id))
     assert "zeppelin" in texts and "submarine" not in texts
-    hits = store.query("faq", faq_services.embedder.embed_query("orange submarine harbour"), k=50)
+    hits = nearest_chunks(
+        store, "faq", faq_services.embedder.embed_query("orange submarine harbour"), k=50
+    )
     assert all("submarine" not in h.text for h in hits), "the old version's chunks are gone"
     assert store.count_chunks("faq") == before + versions[0].chunks
 

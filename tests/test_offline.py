@@ -75,7 +75,7 @@ from localllm.config import Settings
 from localllm.privacy import apply_privacy
 settings = Settings(models_dir=sys.argv[1], max_tokens=16)
 apply_privacy(settings)
-from localllm.ui.app import launch
+from localllm.server.launch import launch
 demo, services = launch(settings, host="127.0.0.1", port=int(sys.argv[2]), block=False)
 url = f"http://127.0.0.1:{sys.argv[2]}/"
 assert urllib.request.urlopen(url, timeout=10).status == 200

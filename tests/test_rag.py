@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from localllm.chat.service import Reply, reply, source_page, turns_from
 from localllm.config import Settings
 from localllm.errors import PromptTooLongError
-from localllm.index.rerank import ModelJudgeReranker
 from localllm.index.retrieve import Retriever
 from localllm.index.store import StoreError
 from localllm.llm.base import GenerationParams, Message
@@ -31,7 +31,7 @@ from localllm.rag.prompt import (
     standalone_query,
     user_turn,
 )
-from localllm.rag.session import Reply, reply, source_page, turns_from
+from localllm.rag.rerank import ModelJudgeReranker
 from localllm.services import Services
 from tests.rag_fixtures import (
     FAQ_NAME,
@@ -349,7 +349,7 @@ def test_the_model_judge_reranks_the_head(faq_services: Services, model: LlamaCp
     assert all(h.rerank is None for h in judged.hits[3:])
 
 
-# a conversation as the app runs it (localllm.rag.session)
+# a conversation as the app runs it (localllm.chat.service)
 
 
 def test_a_grounded_conversation_is_saved_and_continues(

@@ -13,7 +13,7 @@ import pytest
 from gradio_client import Client
 
 from localllm.errors import LocalLLMError
-from localllm.spaces import spaces_model
+from localllm.server.spaces import spaces_model
 from tests.conftest import cli_env, free_port
 from tests.fake_hub import running_fake_hub
 

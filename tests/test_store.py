@@ -16,6 +16,7 @@ from localllm.documents.model import Chunk, ParsedDocument
 from localllm.errors import StoreBusyError, StoreError
 from localllm.index.store import DocumentStore
 from tests.conftest import ROOT
+from tests.store_helpers import nearest_chunks
 
 DIM = 384
 
@@ -49,7 +50,7 @@ def test_add_query_and_provenance(tmp_path: Path) -> None:
         record, replaced = store.add_document("default", doc, chunks, vectors, source="/x/a.pdf")
         assert record.status == "ready" and replaced == []
         assert store.count_chunks("default") == 30
-        hits = store.query("default", vectors[17], k=3)
+        hits = nearest_chunks(store, "default", vectors[17], k=3)
         assert hits[0].id == chunks[17].id
         assert hits[0].pages == [18] and hits[0].section == "Section 1" and hits[0].name == "a.pdf"
         assert hits[0].boxes == [(18, (10.0, 20.0, 300.0, 40.0))]
@@ -81,7 +82,7 @@ def test_changed_file_replaces_its_chunks_and_delete_survives_restart(tmp_path: 
     try:
         assert [d.name for d in reopened.documents("c")] == ["a.pdf"]
         assert reopened.count_chunks("c") == 4
-        assert {h.doc_id for h in reopened.query("c", new_vectors[0], k=10)} == {"f" * 64}
+        assert {h.doc_id for h in nearest_chunks(reopened, "c", new_vectors[0], k=10)} == {"f" * 64}
         with pytest.raises(StoreError, match="no document named"):
             reopened.delete_document("c", "b.pdf")
         reopened.delete_collection("c")
@@ -171,7 +172,7 @@ def test_kill_9_mid_ingest_leaves_the_store_as_it_was(tmp_path: Path) -> None:
     try:
         assert [d.name for d in store.documents()] == ["keep.pdf"]
         assert store.count_chunks("default") == 50, "no chunk of the half-written document is left"
-        assert store.query("default", first[2][7], k=1)[0].id == first[1][7].id
+        assert nearest_chunks(store, "default", first[2][7], k=1)[0].id == first[1][7].id
         # The same ingest can simply be run again.
         record, _ = store.add_document(
             "default", *make_doc("big.pdf", "e" * 64, 300, seed=3), source="big"

@@ -21,7 +21,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,7 +31,7 @@ from localllm.finetune.template import ChatTemplateFn, chatml
 from localllm.llm.base import Message
 
 if TYPE_CHECKING:
-    from localllm.conversations import ConversationStore
+    from localllm.chat.conversations import ConversationStore
 
 
 ROLES = ("system", "user", "assistant")
@@ -315,17 +315,6 @@ def render(example: Example, template: ChatTemplateFn | None = None) -> str:
         return (template or chatml)(example.messages)
     except DatasetError as e:
         raise DatasetError(f"{example.where()}: {e}") from e
-
-
-def truncate_report(
-    examples: Sequence[Example],
-    count_tokens: Callable[[str], int],
-    max_length: int,
-    template: ChatTemplateFn | None = None,
-) -> tuple[list[str], int]:
-    """(rendered texts, how many are longer than `max_length` tokens and will be cut in training)."""
-    texts = [render(e, template) for e in examples]
-    return texts, sum(1 for t in texts if count_tokens(t) > max_length)
 
 
 # ---------------------------------------------------------------------------------------- sources

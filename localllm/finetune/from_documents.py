@@ -20,8 +20,8 @@ from localllm.finetune.data import Example, write_jsonl
 from localllm.llm.base import ChatModel, GenerationParams, Message
 
 if TYPE_CHECKING:
+    from localllm.index.chroma_records import StoredChunk
     from localllm.index.store import DocumentStore
-    from localllm.index.stored import StoredChunk
 
 MIN_WORDS = 40  # shorter passages rarely hold a fact worth a question
 MAX_TOKENS = 128  # a question and a short answer; longer replies are cut there

@@ -12,7 +12,7 @@ def training_threads() -> int:
     """Torch threads: the cores that are free now. Torch's threads wait on each other every op, so
     one that shares its core with a busy program stalls them all (measured on 2 cores: two threads
     are 1.5x faster than one when idle, ~10x slower when the app or llama.cpp is busy)."""
-    from localllm.llm.threads import available_cores
+    from localllm.cpu import available_cores
 
     cores = available_cores()
     return max(1, min(cores, cores - round(_busy_cores())))

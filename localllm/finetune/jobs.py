@@ -19,9 +19,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from localllm.config import Settings, ensure_dir
+from localllm.config import Settings
 from localllm.errors import DatasetError, LocalLLMError
-from localllm.finetune.base import MARKER as BASE_MARKER
+from localllm.files import ensure_dir
+from localllm.finetune.base_model import MARKER as BASE_MARKER
 from localllm.finetune.data import LoadedDataset, load_jsonl, write_jsonl
 from localllm.finetune.estimate import token_stats
 from localllm.finetune.run_files import (

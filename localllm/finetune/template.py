@@ -110,7 +110,7 @@ def template_from_gguf(path: str | Path) -> ChatTemplateFn:
     A model with no template gets `chatml`, the same fallback the app chats with; `result is chatml`
     tells the caller to say so. Raises ModelLoadError when the file or its template is broken.
     """
-    from localllm.llm.gguf_header import GGUFFormatError, read_header
+    from localllm.llm.gguf_header import GGUFFormatError, read_header, token_texts
 
     path = Path(path)
     try:
@@ -121,53 +121,13 @@ def template_from_gguf(path: str | Path) -> ChatTemplateFn:
     if not isinstance(source, str) or not source.strip():
         return chatml
     ids = {name: header.metadata.get(f"tokenizer.ggml.{name}_token_id") for name in ("bos", "eos")}
-    texts = _token_texts(path, {i for i in ids.values() if isinstance(i, int)})
+    texts = token_texts(path, {i for i in ids.values() if isinstance(i, int)})
     return ChatTemplate(
         source,
         bos_token=texts.get(ids["bos"], "") if isinstance(ids["bos"], int) else "",
         eos_token=texts.get(ids["eos"], "") if isinstance(ids["eos"], int) else "",
         name=path.name,
     )
-
-
-def _token_texts(path: Path, wanted: set[int]) -> dict[int, str]:
-    """The text of a few token ids from the GGUF's vocabulary; {} if it can't be read cheaply."""
-    import mmap
-
-    from gguf import GGUF_MAGIC, GGUFValueType
-
-    from localllm.llm.gguf_header import GGUFFormatError, _Cursor
-
-    if not wanted:
-        return {}
-    try:
-        with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            cur = _Cursor(buf, len(buf))
-            if cur.unpack("<I") != GGUF_MAGIC:
-                return {}
-            cur.unpack("<I")  # version
-            cur.unpack("<Q")  # tensors
-            for _ in range(cur.unpack("<Q")):
-                key = cur.string()
-                vtype = cur.unpack("<I")
-                if vtype != GGUFValueType.ARRAY:
-                    cur.value(vtype)
-                elif key != "tokenizer.ggml.tokens":
-                    cur.array()
-                else:
-                    if cur.unpack("<I") != GGUFValueType.STRING:
-                        return {}
-                    count, last = cur.unpack("<Q"), max(wanted)
-                    found: dict[int, str] = {}
-                    for i in range(min(count, last + 1)):
-                        if i in wanted:
-                            found[i] = cur.string()
-                        else:
-                            cur.skip_string()
-                    return found
-    except (OSError, ValueError, GGUFFormatError):
-        return {}
-    return {}
 
 
 def template_from_hf(folder: str | Path) -> ChatTemplateFn:

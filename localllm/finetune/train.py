@@ -119,7 +119,7 @@ def _train(run_dir: Path, config: dict[str, Any], resume: bool) -> None:
     from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTTrainer
 
-    from localllm.finetune.base import hf_base
+    from localllm.finetune.base_model import hf_base
 
     torch.set_num_threads(threads)
     update_status(run_dir, threads=threads, bf16=use_bf16(config.get("bf16", "auto"), torch))

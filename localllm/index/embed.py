@@ -21,8 +21,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from localllm.cpu import available_cores
 from localllm.errors import LocalLLMError
-from localllm.llm.threads import available_cores
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from localllm.config import ensure_dir
+from localllm.files import ensure_dir
 
 _INDEX = "index"
 _DOCS = "docs"

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from localllm.errors import StoreError
+from localllm.index.chroma_records import StoredChunk
 from localllm.index.embed import Embedder
 from localllm.index.store import DocumentStore
-from localllm.index.stored import StoredChunk
 
 Mode = Literal["hybrid", "vector", "lexical"]
 MODES: tuple[Mode, ...] = ("hybrid", "vector", "lexical")

@@ -22,14 +22,14 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from localllm.config import ensure_dir
 from localllm.documents.chunk import chunk_id_prefix, search_text
 from localllm.documents.model import Chunk, ParsedDocument
 from localllm.errors import LocalLLMError, StoreError
+from localllm.files import ensure_dir
 from localllm.index.catalog import Catalog, CollectionInfo, DocumentRecord
+from localllm.index.chroma_records import StoredChunk, chroma_metadata, stored_chunk
 from localllm.index.chroma_server import open_server, server_address, server_failure, store_id
 from localllm.index.lexical import LexicalHit, LexicalIndex
-from localllm.index.stored import StoredChunk, chroma_metadata, stored_chunk
 from localllm.index.writer_lock import WriterLock
 
 DEFAULT_COLLECTION = "default"
@@ -313,23 +313,6 @@ class DocumentStore:
         return [found[i] for i in ids if i in found]
 
     @_locked
-    def query(
-        self,
-        collection: str,
-        embedding: np.ndarray,
-        k: int = 10,
-        *,
-        doc_ids: Sequence[str] | None = None,
-    ) -> list[StoredChunk]:
-        """Nearest chunks by cosine distance, from documents that are fully indexed."""
-        nearest = self.nearest(collection, embedding, k, doc_ids=doc_ids)
-        distances = dict(nearest)
-        found = self.chunks(collection, list(distances))
-        for chunk in found:
-            chunk.distance = distances[chunk.id]
-        return found
-
-    @_locked
     def nearest(
         self,
         collection: str,
@@ -339,7 +322,8 @@ class DocumentStore:
         doc_ids: Sequence[str] | None = None,
     ) -> list[tuple[str, float]]:
         """(chunk id, cosine distance) of the nearest chunks of fully indexed documents: ids only,
-        which is several times faster than `query` at 100k chunks; `chunks()` fetches the text."""
+        which is several times faster than fetching the text with them at 100k chunks; `chunks()`
+        fetches the text."""
         target = self._chroma(self.collection(collection))
         documents = self.catalog.documents(collection)
         if doc_ids is not None:

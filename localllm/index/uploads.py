@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from localllm.config import ensure_dir
+from localllm.files import ensure_dir
 
 _UNSAFE = re.compile(r"[\x00-\x1f/\\\\]")
 

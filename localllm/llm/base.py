@@ -22,14 +22,37 @@ class GenerationParams:
     seed: int | None = None
 
 
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass
+class GenerationStats:
+    """What one answer cost; `finish_reason` "length" when max_tokens (or the context) cut it."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds_to_first_token: float = 0.0
+    seconds_total: float = 0.0
+    trimmed_messages: int = 0
+    finish_reason: FinishReason = "stop"
+
+
 class ChatModel(Protocol):
     name: str
+    last_stats: GenerationStats  # the latest answer's, whoever asked: pass `stats` to own one
 
     @property
     def context_length(self) -> int: ...
 
-    def stream_chat(self, messages: Sequence[Message], params: GenerationParams) -> Iterator[str]:
-        """Yield the answer's text piece by piece; the conversation is trimmed to fit first."""
+    def stream_chat(
+        self,
+        messages: Sequence[Message],
+        params: GenerationParams,
+        stats: GenerationStats | None = None,
+    ) -> Iterator[str]:
+        """Yield the answer's text piece by piece; the conversation is trimmed to fit first.
+
+        `stats`, when given, is filled in as the answer is made (safe with other callers)."""
         ...
 
     def count_tokens(self, text: str) -> int: ...
@@ -40,6 +63,14 @@ class ChatModel(Protocol):
 
     def answer_budget(self, params: GenerationParams) -> int:
         """Prompt tokens allowed, leaving room for the answer."""
+        ...
+
+    def choice_logits(self, messages: Sequence[Message], options: Sequence[str]) -> list[float]:
+        """The model's score for each option as the first token of its answer."""
+        ...
+
+    def describe(self) -> str:
+        """One line for the UI: which model, where it runs, its context."""
         ...
 
     def close(self) -> None: ...

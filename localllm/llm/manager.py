@@ -6,12 +6,10 @@ import threading
 from dataclasses import dataclass
 
 from localllm.config import Settings
-from localllm.llm.base import GenerationParams
+from localllm.llm.base import ChatModel, GenerationParams
 from localllm.llm.catalog import ModelInfo, adapter_base, resolve
 from localllm.llm.llamacpp import LlamaCppChatModel, backend_name
 from localllm.llm.remote import RemoteChatModel
-
-LoadedModel = LlamaCppChatModel | RemoteChatModel
 
 
 @dataclass(frozen=True)
@@ -35,30 +33,36 @@ class ModelManager:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._lock = threading.Lock()
-        self._model: LoadedModel | None = None
+        self._model: ChatModel | None = None
         self._key: tuple[str, LoadOptions] | None = None
         self.info: ModelInfo | None = None
 
     @property
-    def loaded(self) -> LoadedModel | None:
+    def loaded(self) -> ChatModel | None:
         return self._model
 
-    def get(self, name: str | None = None, options: LoadOptions | None = None) -> LoadedModel:
-        """The model called `name` (default: settings.default_model), loading it if needed.
+    def get(self, name: str | None = None, options: LoadOptions | None = None) -> ChatModel:
+        """The model called `name`, loading it if needed (and freeing the one loaded before).
 
-        With settings.llm_url, a model on that server instead: `name` if the server lists it, else
-        the server's first model."""
-        options = options or LoadOptions.from_settings(self.settings)
+        Without `options`, a loaded model is used as it is: `name` None means the loaded model
+        (else settings.default_model), and the loaded model by its name is not reloaded for the
+        settings' options. With settings.llm_url, a model on that server instead: `name` if the
+        server lists it, else the server's first model."""
+        loaded = self._model
+        if options is None and loaded is not None and name is None:
+            return loaded
+        chosen = options or LoadOptions.from_settings(self.settings)
         if self.settings.llm_url:
-            return self._remote(name, options)
+            return self._remote(name, chosen, keep=options is None)
         info = resolve(self.settings, name)
         base = adapter_base(self.settings, info) if info.kind == "adapter" else info
-        key = (info.path, options)
+        key = (info.path, chosen)
         with self._lock:
-            if self._model is not None and self._key == key:
+            same_file = self._key is not None and self._key[0] == info.path
+            if self._model is not None and (self._key == key or (options is None and same_file)):
                 return self._model
             self._release()
-            context = options.context_size or base.context_length or 4096
+            context = chosen.context_size or base.context_length or 4096
             if base.context_length:
                 context = min(context, base.context_length)
             self._model = LlamaCppChatModel(
@@ -66,18 +70,19 @@ class ModelManager:
                 lora_path=info.path if base is not info else None,
                 name=info.name,
                 context_size=context,
-                n_threads=options.n_threads,
-                n_threads_batch=options.n_threads_batch or self.settings.n_threads_batch,
-                n_gpu_layers=options.n_gpu_layers,
+                n_threads=chosen.n_threads,
+                n_threads_batch=chosen.n_threads_batch or self.settings.n_threads_batch,
+                n_gpu_layers=chosen.n_gpu_layers,
             )
             self._key, self.info = key, info
             return self._model
 
-    def _remote(self, name: str | None, options: LoadOptions) -> RemoteChatModel:
+    def _remote(self, name: str | None, options: LoadOptions, *, keep: bool) -> ChatModel:
         url = str(self.settings.llm_url)
         key = (f"remote:{name or self.settings.default_model}", options)
         with self._lock:
-            if isinstance(self._model, RemoteChatModel) and self._key == key:
+            same = self._key is not None and self._key[0] == key[0]
+            if self._model is not None and (self._key == key or (keep and same)):
                 return self._model
             self._release()
             model = RemoteChatModel(
@@ -101,25 +106,11 @@ class ModelManager:
     def describe_loaded(self) -> str:
         """One line for the UI: which model, backend, threads and context are active."""
         model = self._model
-        if self.settings.llm_url and (model is None or isinstance(model, RemoteChatModel)):
-            if model is None:
-                return f"No model loaded yet · remote: {self.settings.llm_url}"
-            return (
-                f"remote: {model.url} · model {model.name} · context: {model.context_length} tokens"
-            )
-        if model is None:
-            return f"No model loaded yet · backend: {backend_name()}"
-        assert isinstance(model, LlamaCppChatModel)
-        parts = [
-            model.name,
-            f"backend: {backend_name()}",
-            f"GPU layers: {model.n_gpu_layers}" if model.n_gpu_layers else "CPU only",
-            f"threads: {model.n_threads} (prompt: {model.n_threads_batch})",
-            f"context: {model.context_length} tokens",
-        ]
-        if model.template_warning:
-            parts.append(f"warning: {model.template_warning}")
-        return " · ".join(parts)
+        if model is not None:
+            return model.describe()
+        if self.settings.llm_url:
+            return f"No model loaded yet · remote: {self.settings.llm_url}"
+        return f"No model loaded yet · backend: {backend_name()}"
 
 
 def params_from_settings(settings: Settings, **overrides: object) -> GenerationParams:

@@ -19,9 +19,8 @@ from typing import Any
 import httpx
 
 from localllm.errors import RemoteModelError
-from localllm.llm.base import GenerationParams, Message
-from localllm.llm.conversation import fit_to_context
-from localllm.llm.llamacpp import GenerationStats
+from localllm.llm.base import GenerationParams, GenerationStats, Message
+from localllm.llm.context import fit_to_context
 
 CHARS_PER_TOKEN = 3.5  # the estimate where a server cannot count: English text with a BPE tokenizer
 DEFAULT_CONTEXT = 4096
@@ -38,9 +37,6 @@ def _chatml(messages: Sequence[Message]) -> str:
 
 class RemoteChatModel:
     """A model served by an OpenAI-compatible server at `url` (ending in /v1)."""
-
-    template_warning: str | None = None
-    n_gpu_layers = 0
 
     def __init__(
         self,
@@ -85,10 +81,6 @@ class RemoteChatModel:
     def context_length(self) -> int:
         return self._context
 
-    @property
-    def n_threads(self) -> int:
-        return 0  # the server's business
-
     def count_tokens(self, text: str) -> int:
         if not text:
             return 0
@@ -112,7 +104,12 @@ class RemoteChatModel:
         """Prompt tokens allowed: the context less room for the answer (at most half the context)."""
         return self.context_length - min(params.max_tokens, self.context_length // 2)
 
-    def stream_chat(self, messages: Sequence[Message], params: GenerationParams) -> Iterator[str]:
+    def stream_chat(
+        self,
+        messages: Sequence[Message],
+        params: GenerationParams,
+        stats: GenerationStats | None = None,
+    ) -> Iterator[str]:
         budget = self.answer_budget(params)
         kept = list(messages)
         tokens = self.prompt_tokens(kept)
@@ -134,10 +131,11 @@ class RemoteChatModel:
         if params.repeat_penalty != 1.0:
             # Not an OpenAI field: llama.cpp's servers honour it, vLLM ignores it (with a warning).
             body["repeat_penalty"] = params.repeat_penalty
-        stats = GenerationStats(prompt_tokens=tokens, trimmed_messages=len(messages) - len(kept))
+        stats = stats if stats is not None else GenerationStats()
+        stats.prompt_tokens, stats.trimmed_messages = tokens, len(messages) - len(kept)
         started = time.perf_counter()
         try:
-            for text in self._stream(body):
+            for text in self._stream(body, stats):
                 if not stats.completion_tokens:
                     stats.seconds_to_first_token = time.perf_counter() - started
                 stats.completion_tokens += 1
@@ -171,6 +169,9 @@ class RemoteChatModel:
             token = str(entry.get("token", "")).strip()
             seen.setdefault(token, float(entry.get("logprob", -100.0)))
         return [seen.get(option.strip(), -100.0) for option in options]
+
+    def describe(self) -> str:
+        return f"remote: {self.url} · model {self.name} · context: {self.context_length} tokens"
 
     def close(self) -> None:
         if self._client is not None:
@@ -251,7 +252,7 @@ class RemoteChatModel:
         self._can_count = count is not None
         return count
 
-    def _stream(self, body: dict[str, Any]) -> Iterator[str]:
+    def _stream(self, body: dict[str, Any], stats: GenerationStats) -> Iterator[str]:
         finished = False
         try:
             with self.client.stream("POST", f"{self.url}/chat/completions", json=body) as response:
@@ -279,6 +280,8 @@ class RemoteChatModel:
                             yield text
                         if choice.get("finish_reason"):
                             finished = True
+                            if choice["finish_reason"] == "length":
+                                stats.finish_reason = "length"
         except httpx.TimeoutException as e:
             raise self._fail("stopped answering (timed out)", e) from e
         except httpx.ConnectError as e:

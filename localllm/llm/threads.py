@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import os
 
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+from localllm.cpu import available_cores
 
 
 def default_threads() -> int:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from localllm.documents.chunk import search_text
 from localllm.index.lexical import term_coverage
 from localllm.index.retrieve import Retriever, SearchHit, SearchResult
-from localllm.llm.base import ChatModel, GenerationParams, Message
+from localllm.llm.base import ChatModel, GenerationParams, GenerationStats, Message
 from localllm.rag.prompt import (
     GROUNDED_RULES,
     REFUSAL,
@@ -63,8 +63,11 @@ class GroundedAnswer:
     seconds_to_first_token: float | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
-    def stream(self, model: ChatModel, params: GenerationParams) -> Iterator[str]:
-        """Yield the answer piece by piece; afterwards `text` and each source's `cited` are set."""
+    def stream(
+        self, model: ChatModel, params: GenerationParams, stats: GenerationStats | None = None
+    ) -> Iterator[str]:
+        """Yield the answer piece by piece; afterwards `text` and each source's `cited` are set
+        (and `stats`, when given, as the model's stream_chat fills it)."""
         started = time.perf_counter()
         if self.declined:
             self.text = REFUSAL
@@ -73,7 +76,7 @@ class GroundedAnswer:
             return
         pieces: list[str] = []
         try:
-            for piece in model.stream_chat(self.messages, params):
+            for piece in model.stream_chat(self.messages, params, stats):
                 if not pieces:
                     self.seconds_to_first_token = time.perf_counter() - started
                 pieces.append(piece)

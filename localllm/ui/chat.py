@@ -8,11 +8,12 @@ from typing import Any
 
 import gradio as gr
 
+from localllm.chat.service import ChatRequest
+from localllm.chat.sources import source_page
 from localllm.errors import LocalLLMError
 from localllm.llm.llamacpp import gpu_offload_supported
 from localllm.llm.manager import LoadOptions, params_from_settings
 from localllm.rag.prompt import Source
-from localllm.rag.session import reply, source_page
 from localllm.services import Services
 from localllm.ui.chat_view import (
     collection_choices,
@@ -182,20 +183,16 @@ def build_chat_tab(services: Services) -> ChatTab:
             max_tokens=int(new_tokens),
             stop=tuple(line for line in (stop_lines or "").splitlines() if line),
         )
+        request = ChatRequest(
+            model=model_name,
+            load=options,
+            params=params,
+            collection=collection_name or None,
+            documents=only_documents or None,
+            system_prompt=system_prompt,
+        )
         try:
-            engine = services.models.get(model_name, options)
-            grounded = services.grounded() if collection_name else None
-            turn = reply(
-                services.conversations,
-                engine,
-                params,
-                text,
-                conversation_id=conversation_id or None,
-                collection=collection_name or None,
-                grounded=grounded,
-                system_prompt=system_prompt,
-                documents=only_documents or None,
-            )
+            turn = services.chat.reply(text, request, conversation_id=conversation_id or None)
             result = None
             for result, _piece in turn:
                 answer = {"role": "assistant", "content": result.text}

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import json
 import sys
 
-from localllm.auth import AuthStore
+from localllm.cli.output import print_json
 from localllm.config import Settings
+from localllm.server.auth import AuthStore
 
 
 def cmd_auth(settings: Settings, args: argparse.Namespace) -> int:
@@ -37,7 +37,7 @@ def cmd_auth(settings: Settings, args: argparse.Namespace) -> int:
     else:
         listing = {"users": store.users(), "keys": store.keys(), "file": str(settings.auth_path)}
         if args.json:
-            sys.stdout.write(json.dumps(listing) + "\n")
+            print_json(listing)
         else:
             print(f"users: {', '.join(listing['users']) or 'none'}")
             print(f"API keys: {', '.join(listing['keys']) or 'none'}")

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
+from localllm.cli.output import print_json
 from localllm.config import Settings
 from localllm.index.retrieve import MODES
 from localllm.index.store import DEFAULT_COLLECTION
-
-
-def _print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
 
 
 def _positive(text: str) -> int:
@@ -45,7 +41,7 @@ def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
             mode=args.mode,
         )
         if args.json:
-            _print_json([h.to_dict() for h in found.hits])
+            print_json([h.to_dict() for h in found.hits])
             return 0
         for rank, hit in enumerate(found.hits, start=1):
             where = ", ".join(x for x in (hit.file, _pages(hit.chunk.pages)) if x)
@@ -60,24 +56,30 @@ def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_ask(settings: Settings, args: argparse.Namespace) -> int:
+    from localllm.chat.service import ChatMessage, ChatRequest
     from localllm.llm.manager import params_from_settings
     from localllm.services import Services
 
     services = Services(settings)
     try:
-        model = services.models.get(args.model)
         params = params_from_settings(
             settings, max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed
         )
-        answer = services.grounded().prepare(
-            model, args.question, args.collection, params, documents=args.doc or None
+        answer = services.chat.answer(
+            ChatRequest(
+                [ChatMessage("user", args.question)],
+                model=args.model,
+                params=params,
+                collection=args.collection,
+                documents=args.doc or None,
+            )
         )
-        for piece in answer.stream(model, params):
+        for piece in answer.stream():
             if not args.json:
                 sys.stdout.write(piece)
                 sys.stdout.flush()
         if args.json:
-            _print_json(answer.to_dict())
+            print_json(answer.to_dict())
             return 0
         print()
         if answer.sources:
@@ -115,7 +117,7 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
             model = services.models.get(args.model)
             params = params_from_settings(settings, temperature=0.0, seed=0)
             answers, details = evaluate_answers(
-                services.grounded(), model, items, args.collection, params, progress=show
+                services.grounded(model), model, items, args.collection, params, progress=show
             )
             result = answers.to_dict()
             if args.details:
@@ -123,7 +125,7 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
         if not args.json:
             print(file=sys.stderr)
         if args.json:
-            _print_json(result)
+            print_json(result)
         else:
             for key, value in result.items():
                 if key != "details":

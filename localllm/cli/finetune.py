@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from localllm.config import Settings, ensure_dir
+from localllm.cli.output import print_json
+from localllm.config import Settings
 from localllm.errors import LocalLLMError
+from localllm.files import ensure_dir
 from localllm.finetune import jobs
-
-
-def _print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
 
 
 def _progress(info: jobs.RunInfo) -> None:
@@ -94,7 +91,7 @@ def cmd_finetune(settings: Settings, args: argparse.Namespace) -> int:
     if info.state != "done":
         result["error"] = info.error
     if args.json:
-        _print_json(result)
+        print_json(result)
     elif info.state == "done":
         print(f"run {info.id} done: {info.adapter_gguf}")
         if info.eval_loss_before is not None and info.eval_loss_after is not None:
@@ -112,7 +109,7 @@ def cmd_finetune(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_runs(settings: Settings, args: argparse.Namespace) -> int:
     runs = jobs.list_runs(settings)
     if args.json:
-        _print_json({"runs_dir": str(settings.runs_dir), "runs": [r.to_dict() for r in runs]})
+        print_json({"runs_dir": str(settings.runs_dir), "runs": [r.to_dict() for r in runs]})
         return 0
     if not runs:
         print(f"no fine-tune runs in {settings.runs_dir}")
@@ -155,7 +152,7 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
         result["merged_gguf"] = str(merged)
         result["quant"] = quant
     if args.json:
-        _print_json(result)
+        print_json(result)
     else:
         for key in ("adapter_gguf", "merged_gguf"):
             if key in result:
@@ -170,7 +167,7 @@ def cmd_dataset(settings: Settings, args: argparse.Namespace) -> int:
     out = Path(args.out)
     skipped: list[str] = []
     if args.dataset_command == "liked":
-        from localllm.conversations import ConversationStore
+        from localllm.chat.conversations import ConversationStore
         from localllm.finetune.data import liked_answers
 
         conversations = ConversationStore(settings.conversations_path)
@@ -215,7 +212,7 @@ def cmd_dataset(settings: Settings, args: argparse.Namespace) -> int:
     write_jsonl(examples, out)
     result = {"path": str(out), "examples": len(examples), "skipped": skipped}
     if args.json:
-        _print_json(result)
+        print_json(result)
     else:
         print(
             f"{len(examples)} examples written to {out}"

@@ -1,0 +1,238 @@
+"""An OpenAI-compatible HTTP API on the same core: /v1/models, /v1/chat/completions, /v1/embeddings.
+
+A chat request may name a collection (a top-level "collection" field) for a grounded answer; its
+sources come back in a top-level "sources" field (in the first chunk when streaming). Every handler
+is a plain function, which FastAPI runs in its thread pool: loading, searching and generating never
+hold up the server's event loop, so the page and other requests answer while the model works.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, Field
+
+from localllm.chat.service import ChatAnswer, ChatMessage, ChatRequest
+from localllm.errors import LocalLLMError, ModelNotFoundError
+from localllm.llm.catalog import chat_models
+from localllm.llm.manager import params_from_settings
+from localllm.server.auth import AuthStore
+from localllm.services import Services
+
+SOURCE_FIELDS = ("n", "file", "page", "pages", "text", "score")
+
+
+class ChatMessageBody(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class ChatCompletionBody(BaseModel):
+    model: str | None = None  # omitted: the model the app has loaded (else the default)
+    messages: list[ChatMessageBody] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    max_tokens: int | None = Field(None, ge=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    collection: str | None = None
+    documents: list[str] | None = None
+
+
+class EmbeddingBody(BaseModel):
+    input: str | list[str]
+    model: str | None = None
+
+
+def error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status)
+
+
+def validation_message(errors: list[dict[str, Any]]) -> str:
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return "the request body is not valid JSON"
+    reasons = []
+    for e in errors:
+        where = [str(p) for p in e.get("loc", ()) if p != "body"]
+        reasons.append(f"{'.'.join(where) or 'body'}: {e.get('msg', 'invalid')}")
+    return "bad request: " + "; ".join(reasons)
+
+
+class OpenAIRoute(APIRoute):
+    """Bad bodies answered as OpenAI does (400 with an error object), on this router only."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as e:
+                return error(400, validation_message(list(e.errors())))
+
+        return route
+
+
+def build_router(services: Services) -> APIRouter:
+    settings = services.settings
+    access = AuthStore(settings.auth_path)
+
+    def require_key(request: Request) -> None:
+        if not access.enabled:
+            return
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not access.check_key(key.strip()):
+            raise HTTPException(
+                401,
+                detail={"message": "invalid or missing API key", "type": "authentication_error"},
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    router = APIRouter(prefix="/v1", dependencies=[Depends(require_key)], route_class=OpenAIRoute)
+
+    @router.get("/models")
+    def models() -> dict[str, Any]:
+        found = chat_models(settings)
+        return {
+            "object": "list",
+            "data": [
+                {"id": m.name, "object": "model", "created": 0, "owned_by": "local"} for m in found
+            ],
+        }
+
+    @router.post("/embeddings", response_model=None)
+    def embeddings(body: EmbeddingBody) -> Any:
+        texts = [body.input] if isinstance(body.input, str) else body.input
+        if not texts or any(not t.strip() for t in texts):
+            return error(400, "input must be a non-empty string or a list of non-empty strings")
+        vectors = services.embedder.embed(texts)
+        tokens = sum(services.embedder.count_tokens(t) for t in texts)
+        return {
+            "object": "list",
+            "data": [
+                {"object": "embedding", "index": i, "embedding": [float(x) for x in v]}
+                for i, v in enumerate(vectors)
+            ],
+            "model": body.model or "all-MiniLM-L6-v2",
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+
+    @router.post("/chat/completions", response_model=None)
+    def chat_completions(body: ChatCompletionBody) -> Any:
+        stop = [body.stop] if isinstance(body.stop, str) else (body.stop or [])
+        params = params_from_settings(
+            settings,
+            temperature=body.temperature,
+            top_p=body.top_p,
+            max_tokens=body.max_tokens,
+            stop=tuple(stop),
+            seed=body.seed,
+        )
+        request = ChatRequest(
+            [ChatMessage(m.role, m.content) for m in body.messages],
+            model=body.model,
+            params=params,
+            collection=body.collection,
+            documents=body.documents,
+        )
+        try:
+            answer = services.chat.answer(request)
+        except ModelNotFoundError as e:
+            return error(404, str(e), "not_found_error")
+        except (ValueError, LocalLLMError) as e:
+            return error(400, str(e))
+        reply = Completion(answer, grounded=bool(body.collection))
+        if body.stream:
+            usage = bool(body.stream_options and body.stream_options.include_usage)
+            return StreamingResponse(reply.events(usage), media_type="text/event-stream")
+        try:
+            return reply.whole()
+        except LocalLLMError as e:
+            return error(500, str(e), "server_error")
+
+    return router
+
+
+class Completion:
+    """One answer in OpenAI's shapes: a chat.completion, or chat.completion.chunk events."""
+
+    def __init__(self, answer: ChatAnswer, *, grounded: bool) -> None:
+        self.answer = answer
+        self.grounded = grounded
+        self.id = f"chatcmpl-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+
+    def sources(self) -> list[dict[str, Any]]:
+        return [{k: s.to_dict()[k] for k in SOURCE_FIELDS} for s in self.answer.sources]
+
+    def usage(self) -> dict[str, int]:
+        stats = self.answer.stats
+        return {
+            "prompt_tokens": stats.prompt_tokens,
+            "completion_tokens": stats.completion_tokens,
+            "total_tokens": stats.prompt_tokens + stats.completion_tokens,
+        }
+
+    def whole(self) -> dict[str, Any]:
+        text = "".join(self.answer.stream())
+        body: dict[str, Any] = {
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.answer.model.name,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": self.answer.finish_reason,
+                }
+            ],
+            "usage": self.usage(),
+        }
+        if self.grounded:
+            body["sources"] = self.sources()
+        return body
+
+    def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> str:
+        body = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.answer.model.name,
+            "choices": choices,
+            **extra,
+        }
+        return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+    def _delta(self, delta: dict[str, str], finish: str | None = None, **extra: Any) -> str:
+        return self._chunk([{"index": 0, "delta": delta, "finish_reason": finish}], **extra)
+
+    def events(self, include_usage: bool) -> Iterator[str]:
+        """Server-sent events; with include_usage, a last chunk with no choices carries `usage`."""
+        usage: dict[str, Any] = {"usage": None} if include_usage else {}
+        first = {"sources": self.sources()} if self.grounded and self.answer.sources else {}
+        yield self._delta({"role": "assistant"}, **first, **usage)
+        try:
+            for piece in self.answer.stream():
+                yield self._delta({"content": piece}, **usage)
+        except LocalLLMError as e:
+            yield f"data: {json.dumps({'error': {'message': str(e), 'type': 'server_error'}})}\n\n"
+            return
+        yield self._delta({}, self.answer.finish_reason, **usage)
+        if include_usage:
+            yield self._chunk([], usage=self.usage())
+        yield "data: [DONE]\n\n"
