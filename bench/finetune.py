@@ -104,8 +104,11 @@ def naive(spec_path: Path) -> None:
     from trl import SFTConfig, SFTTrainer
 
     from localllm.finetune.train import build_dataset
+    from localllm.finetune.train_config import check_config
 
-    rows, _ = build_dataset(spec["config"])  # the same rendered text our process trains on
+    rows, _ = build_dataset(
+        check_config(spec["config"])
+    )  # the same rendered text our process trains on
     trainer = SFTTrainer(
         model=spec["model"],
         train_dataset=Dataset.from_list(rows),
@@ -257,8 +260,8 @@ def main() -> None:
 
     from localllm.finetune.base_model import hf_base
     from localllm.finetune.hardware import native_bf16
-    from localllm.finetune.run_files import DEFAULTS
     from localllm.finetune.template import template_from_gguf
+    from localllm.finetune.train_config import DEFAULTS
     from localllm.llm.catalog import bundled_model_path
 
     gguf = bundled_model_path()

@@ -19,3 +19,12 @@ def human_count(n: int | None) -> str:
         if n >= div:
             return f"{n / div:.1f}{unit}".replace(".0", "")
     return str(n)
+
+
+def pages_label(pages: list[int]) -> str:
+    """ "p. 4" or "pp. 4-6" (where a passage is), "" for text without pages."""
+    if not pages:
+        return ""
+    if len(pages) == 1:
+        return f"p. {pages[0]}"
+    return f"pp. {pages[0]}-{pages[-1]}"

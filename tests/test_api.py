@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -154,3 +156,76 @@ def test_twenty_concurrent_requests_are_all_answered(client: OpenAI) -> None:
     with ThreadPoolExecutor(20) as pool:
         answers = list(pool.map(ask, range(20)))
     assert len(answers) == 20 and all(a.strip() for a in answers)
+
+
+def test_openai_details_clients_rely_on(running_app: RunningApp, client: OpenAI) -> None:
+    ask = [{"role": "user", "content": "Tell me a long story about a lighthouse keeper."}]
+    cut = client.chat.completions.create(model="bundled", messages=ask, max_tokens=4)
+    assert cut.choices[0].finish_reason == "length"
+    assert cut.usage is not None and 0 < cut.usage.completion_tokens <= 4
+    done = client.chat.completions.create(
+        model="bundled", messages=[{"role": "user", "content": "Say hi."}], max_tokens=200
+    )
+    assert done.choices[0].finish_reason == "stop"
+
+    chunks = list(
+        client.chat.completions.create(
+            model="bundled",
+            messages=ask,
+            max_tokens=6,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert 0 < chunks[-1].usage.completion_tokens <= 6 and chunks[-1].usage.prompt_tokens > 0
+    assert all(c.usage is None for c in chunks[:-1])
+
+    # No model named: the one the app has loaded answers.
+    status, body = post(
+        running_app.url + "v1/chat/completions",
+        json.dumps({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}).encode(),
+    )
+    assert status == 200, body
+    assert body["model"] == cut.model and body["choices"][0]["message"]["content"]
+
+
+def test_the_page_and_models_answer_while_five_api_chats_generate(
+    running_app: RunningApp, client: OpenAI
+) -> None:
+    ask = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
+    streaming = threading.Event()
+    finished: list[float] = []
+
+    def chat(i: int) -> None:
+        if i == 0:  # streams, to say when generation has begun
+            for chunk in client.chat.completions.create(
+                model="bundled", messages=ask, max_tokens=200, seed=i, stream=True
+            ):
+                if chunk.choices and chunk.choices[0].delta.content:
+                    streaming.set()
+        else:
+            client.chat.completions.create(model="bundled", messages=ask, max_tokens=200, seed=i)
+        finished.append(time.monotonic())
+
+    threads = [threading.Thread(target=chat, args=(i,)) for i in range(5)]
+    for t in threads:
+        t.start()
+    try:
+        assert streaming.wait(120), "no chat began to generate"
+        waits: list[float] = []
+        for _ in range(3):
+            for path in ("", "v1/models"):
+                t0 = time.monotonic()
+                with urllib.request.urlopen(running_app.url + path, timeout=30) as r:
+                    assert r.status == 200
+                    r.read()
+                waits.append(time.monotonic() - t0)
+        measured = time.monotonic()
+    finally:
+        for t in threads:
+            t.join(300)
+    assert len(finished) == 5, "every chat was answered"
+    assert sum(1 for f in finished if f > measured) >= 3, "the chats were still generating"
+    assert max(waits) < 1.0, f"the page and /v1/models waited {max(waits):.2f} s on the model"

@@ -12,7 +12,7 @@ import pytest
 
 from localllm.config import Settings
 from localllm.finetune import jobs
-from localllm.finetune.run_files import DEFAULTS
+from localllm.finetune.train_config import DEFAULTS
 from localllm.llm.catalog import bundled_model_path
 from tests.conftest import cli_env, require, run_cli
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from localllm.chat.service import Reply, reply, source_page, turns_from
+from localllm.chat.service import ChatMessage, ChatRequest, Reply, turns_from
+from localllm.chat.sources import source_page
 from localllm.config import Settings
 from localllm.errors import PromptTooLongError
 from localllm.index.retrieve import Retriever
@@ -356,22 +357,16 @@ def test_a_grounded_conversation_is_saved_and_continues(
     faq_services: Services, model: LlamaCppChatModel, params: GenerationParams
 ) -> None:
     store = faq_services.conversations
-    grounded = faq_services.grounded()
 
     def ask(question: str, conversation: str | None, **kw: object) -> Reply:
-        replies = list(
-            reply(
-                store,
-                model,
-                params,
-                question,
-                conversation_id=conversation,
-                collection="faq",
-                grounded=grounded,
-                system_prompt="unused in grounded mode",
-                **kw,  # type: ignore[arg-type]
-            )
+        request = ChatRequest(
+            model=model.name,
+            params=params,
+            collection="faq",
+            system_prompt="unused in grounded mode",
+            **kw,  # type: ignore[arg-type]
         )
+        replies = list(faq_services.chat.reply(question, request, conversation_id=conversation))
         assert replies
         return replies[-1][0]
 
@@ -384,7 +379,7 @@ def test_a_grounded_conversation_is_saved_and_continues(
     assert summary.collection == "faq" and summary.title == HOLD_QUESTION
 
     # The follow-up is asked with the first exchange, sources included, as history.
-    turns = turns_from(saved)
+    turns = turns_from([ChatMessage.from_stored(m) for m in saved])
     assert [t.question for t in turns] == [HOLD_QUESTION]
     assert [s.chunk_id for s in turns[0].sources] == [s.chunk_id for s in first.sources]
     second = ask("And how do I release it again?", first.conversation_id)
@@ -412,3 +407,33 @@ def test_words_rescue_a_question_the_embedder_scores_low(
     kept = strict.prepare(model, HOLD_QUESTION, "faq", params)
     assert not kept.declined, "a passage holds every content word of the question"
     assert strict.prepare(model, OUT_OF_CORPUS, "faq", params).declined
+
+
+# last in this file: it switches the services' model away from the `model` fixture's
+
+
+def test_the_reranker_judges_with_the_answering_model_and_keeps_it_loaded(
+    faq_services: Services, bundled_path: Path, params: GenerationParams
+) -> None:
+    picked = faq_services.settings.models_dir / "picked.gguf"
+    picked.parent.mkdir(parents=True, exist_ok=True)
+    picked.symlink_to(bundled_path)
+    faq_services.settings.rerank = "llm"
+    try:
+        model = faq_services.models.get("picked.gguf")
+        answer = faq_services.chat.answer(
+            ChatRequest(
+                [ChatMessage("user", HOLD_QUESTION)],
+                model="picked.gguf",
+                params=params,
+                collection="faq",
+            )
+        )
+        assert answer.model is model and answer.grounded is not None
+        assert answer.grounded.search is not None
+        assert answer.grounded.search.hits[0].rerank is not None, "the model judged the passages"
+        assert "".join(answer.stream()).strip()
+        assert faq_services.models.loaded is model, "judging did not switch to the default model"
+        assert model.describe().startswith("picked.gguf")
+    finally:
+        faq_services.settings.rerank = "off"

@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 from localllm.cli.output import print_json
 from localllm.config import Settings
 from localllm.errors import LocalLLMError
-from localllm.files import ensure_dir
 from localllm.finetune import jobs
+from localllm.finetune.names import QUANT_CHOICES
 
 
 def _progress(info: jobs.RunInfo) -> None:
@@ -125,32 +124,14 @@ def cmd_runs(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
-    from localllm.finetune.export import export_lora_gguf
+    from localllm.finetune.outputs import export_run
 
-    info = jobs.run_info(settings, args.run)
-    adapter = Path(info.path) / "adapter"
-    if not (adapter / "adapter_model.safetensors").is_file():
-        raise LocalLLMError(f"run {info.id} has no trained adapter yet (state: {info.state})")
-    base_gguf = info.config["base_gguf"]
-    stem = f"{Path(base_gguf).name.removesuffix('.gguf')}--{info.id}"
-    models = ensure_dir(settings.models_dir)
-    lora = Path(info.adapter_gguf or models / f"{stem}.lora.gguf")
-    if not lora.is_file() or not (args.merge or args.quant):
-        lora = export_lora_gguf(adapter, base_gguf, models / f"{stem}.lora.gguf")
-    result: dict[str, Any] = {"run": info.id, "adapter_gguf": str(lora)}
-    if args.merge or args.quant:
-        from localllm.finetune.merge import merge_lora_gguf
+    def progress(fraction: float, message: str) -> None:
+        if not args.json:
+            print(f"{fraction:4.0%} {message}", file=sys.stderr, flush=True)
 
-        quant = (args.quant or "F16").upper()
-        out = models / f"{stem}.{quant}.gguf"
-
-        def progress(fraction: float, message: str) -> None:
-            if not args.json:
-                print(f"{fraction:4.0%} {message}", file=sys.stderr, flush=True)
-
-        merged = merge_lora_gguf(Path(base_gguf), lora, out, quant=quant, progress=progress)
-        result["merged_gguf"] = str(merged)
-        result["quant"] = quant
+    quant = (args.quant or "F16") if args.merge or args.quant else None
+    result = export_run(settings, args.run, quant=quant, progress=progress)
     if args.json:
         print_json(result)
     else:
@@ -281,8 +262,6 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     export.add_argument("run")
     export.add_argument("--merge", action="store_true", help="a full GGUF (base + adapter)")
-    export.add_argument(
-        "--quant", type=str.upper, choices=["F16", "Q8_0", "Q4_K_M"], help="implies --merge"
-    )
+    export.add_argument("--quant", type=str.upper, choices=QUANT_CHOICES, help="implies --merge")
     export.add_argument("--json", action="store_true", help="one JSON object on stdout")
     export.set_defaults(func=cmd_export)

@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from localllm.cli.output import print_json
+from localllm.cli.output import echo_stream, print_json
 from localllm.config import Settings
+from localllm.format import pages_label
 from localllm.index.retrieve import MODES
 from localllm.index.store import DEFAULT_COLLECTION
 
@@ -18,14 +19,6 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
-
-
-def _pages(pages: list[int]) -> str:
-    if not pages:
-        return ""
-    if len(pages) == 1:
-        return f"p. {pages[0]}"
-    return f"pp. {pages[0]}-{pages[-1]}"
 
 
 def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
@@ -44,7 +37,7 @@ def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
             print_json([h.to_dict() for h in found.hits])
             return 0
         for rank, hit in enumerate(found.hits, start=1):
-            where = ", ".join(x for x in (hit.file, _pages(hit.chunk.pages)) if x)
+            where = ", ".join(x for x in (hit.file, pages_label(hit.chunk.pages)) if x)
             section = f"  [{hit.chunk.section}]" if hit.chunk.section else ""
             print(f"{rank}. {where}{section}  score {hit.score:.3f}")
             print("   " + " ".join(hit.chunk.text.split())[:300])
@@ -74,10 +67,7 @@ def cmd_ask(settings: Settings, args: argparse.Namespace) -> int:
                 documents=args.doc or None,
             )
         )
-        for piece in answer.stream():
-            if not args.json:
-                sys.stdout.write(piece)
-                sys.stdout.flush()
+        echo_stream(answer.stream(), quiet=args.json)
         if args.json:
             print_json(answer.to_dict())
             return 0
@@ -86,7 +76,7 @@ def cmd_ask(settings: Settings, args: argparse.Namespace) -> int:
             print("\nSources:")
         for s in answer.sources:
             mark = "*" if s.cited else " "
-            where = ", ".join(x for x in (s.file, _pages(s.pages)) if x)
+            where = ", ".join(x for x in (s.file, pages_label(s.pages)) if x)
             print(f"{mark}[{s.n}] {where}  {' '.join(s.text.split())[:120]}")
         return 0
     finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from localllm.cli.output import print_json
+from localllm.cli.output import echo_stream, print_json
 from localllm.config import Settings
 from localllm.format import human_count, human_size
 
@@ -56,10 +56,7 @@ def cmd_chat(settings: Settings, args: argparse.Namespace) -> int:
                 system_prompt=args.system,
             )
         )
-        for piece in answer.stream():
-            if not args.json:
-                sys.stdout.write(piece)
-                sys.stdout.flush()
+        echo_stream(answer.stream(), quiet=args.json)
         stats = answer.stats
         if args.json:
             print_json(

@@ -13,15 +13,14 @@ from localllm.finetune.data import Example, load_jsonl, split
 from localllm.finetune.forgetting import GENERAL_PROMPTS, knows
 from localllm.finetune.llama_answers import answer_all
 from localllm.finetune.run_files import read_config, write_json
+from localllm.finetune.train_config import TrainConfig
 from localllm.llm.base import Message
 
 
-def held_out_prompts(config: dict[str, Any], count: int) -> list[Example]:
+def held_out_prompts(config: TrainConfig, count: int) -> list[Example]:
     """The first `count` chat examples of the validation split (training ones if it is empty)."""
-    loaded = load_jsonl(config["data"])
-    train, validation = split(
-        loaded.examples, float(config["validation_fraction"]), int(config["seed"])
-    )
+    loaded = load_jsonl(config.data)
+    train, validation = split(loaded.examples, float(config.validation_fraction), int(config.seed))
     pool = [e for e in validation or train if e.messages and e.messages[-1]["role"] == "assistant"]
     return pool[:count]
 

@@ -25,16 +25,16 @@ from localllm.files import ensure_dir
 from localllm.finetune.base_model import MARKER as BASE_MARKER
 from localllm.finetune.data import LoadedDataset, load_jsonl, write_jsonl
 from localllm.finetune.estimate import token_stats
+from localllm.finetune.names import adapter_file_name
 from localllm.finetune.run_files import (
     ACTIVE_STATES,
-    DEFAULTS,
-    check_config,
     read_json,
     read_metrics,
     read_status,
     update_status,
     write_json,
 )
+from localllm.finetune.train_config import check_config, check_hyper
 from localllm.llm.catalog import ModelInfo, resolve
 
 TRAINING_MODULES = ("torch", "transformers", "peft", "trl", "datasets")
@@ -96,10 +96,6 @@ def run_path(settings: Settings, run_id: str) -> Path:
     return runs_dir(settings) / run_id
 
 
-def adapter_name(base: ModelInfo, run_id: str) -> str:
-    return f"{base.name.removesuffix('.gguf')}--{run_id}.lora.gguf"
-
-
 def create_run(
     settings: Settings,
     data: str | Path,
@@ -138,9 +134,7 @@ def create_run(
             "it would not know where an answer ends and would not stop. Pick a chat model as the "
             'base, or train it on plain {"text": ...} examples'
         )
-    unknown = set(hyper) - set(DEFAULTS) - {"samples"}
-    if unknown:
-        raise RunError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    chosen = check_hyper({"bf16": settings.finetune_bf16, **hyper, "method": method})
 
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     run_id = f"{stamp}-{method}"
@@ -150,10 +144,7 @@ def create_run(
     folder = runs_dir(settings) / run_id
     config = check_config(
         {
-            **DEFAULTS,
-            "bf16": settings.finetune_bf16,
-            **{k: v for k, v in hyper.items() if v is not None},
-            "method": method,
+            **chosen.model_dump(),
             "base_gguf": info.path,
             "base_name": hf_folder.name if hf_folder else info.name,
             "base_hf": str(hf_folder.resolve()) if hf_folder else None,
@@ -161,24 +152,24 @@ def create_run(
             "data_name": Path(data).name,
             "hf_cache": str((runs_dir(settings) / ".hf-base").resolve()),
             "adapter_gguf": str(
-                (ensure_dir(settings.models_dir) / adapter_name(info, run_id)).resolve()
+                (ensure_dir(settings.models_dir) / adapter_file_name(info.name, run_id)).resolve()
             ),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
     )
     if hf_folder is None:
         _check_disk(settings, info)
-    mean_tokens, truncated = token_stats(info.path, loaded.examples, int(config["max_length"]))
+    mean_tokens, truncated = token_stats(info.path, loaded.examples, config.max_length)
     folder.mkdir(parents=True)
     try:
         write_jsonl(loaded.examples, folder / "data.jsonl")
-        write_json(folder / "config.json", config)
+        write_json(folder / "config.json", config.model_dump())
         write_json(
             folder / "status.json",
             {
                 "state": "created",
                 "step": 0,
-                "max_steps": config.get("max_steps") or None,
+                "max_steps": config.max_steps or None,
                 "examples": len(loaded.examples),
                 "dropped": [str(p) for p in loaded.problems],
                 "mean_tokens": round(mean_tokens, 1),

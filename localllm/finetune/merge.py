@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from localllm.finetune.export import ExportError
+from localllm.finetune.names import QUANT_CHOICES
 
 if TYPE_CHECKING:
     import gguf
 
     from localllm.llm.gguf_header import GGUFHeader, TensorInfo
 
-QUANT_CHOICES = ("F16", "Q8_0", "Q4_K_M")
 # llama_ftype values (llama.h) for the quantized choices
 _FTYPES = {"Q8_0": 7, "Q4_K_M": 15}
 # upper bounds in bits per weight; Q4_K_M falls back to larger types where rows aren't 256-aligned

@@ -152,8 +152,8 @@ def template_from_hf(folder: str | Path) -> ChatTemplateFn:
     )
 
 
-def template_for(config: dict[str, object]) -> ChatTemplateFn:
+def template_for(base_gguf: str | None, base_hf: str | None) -> ChatTemplateFn:
     """The template a run's examples are rendered with: its GGUF's, else its HF folder's."""
-    if config.get("base_gguf"):
-        return template_from_gguf(str(config["base_gguf"]))
-    return template_from_hf(str(config["base_hf"]))
+    if base_gguf:
+        return template_from_gguf(base_gguf)
+    return template_from_hf(str(base_hf))

@@ -33,13 +33,13 @@ from localllm.finetune.forgetting import (
 )
 from localllm.finetune.hardware import training_threads, use_bf16
 from localllm.finetune.run_files import (
-    TrainConfigError,
     cancel_requested,
     read_config,
     read_metrics,
     read_status,
     update_status,
 )
+from localllm.finetune.train_config import TrainConfig, TrainConfigError
 
 __all__ = ["TrainConfigError", "TrainingCancelled", "build_dataset", "train"]
 
@@ -48,17 +48,15 @@ class TrainingCancelled(LocalLLMError):
     """The user asked the run to stop; a checkpoint was kept when there was one to keep."""
 
 
-def build_dataset(config: dict[str, Any]) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+def build_dataset(config: TrainConfig) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     """(train rows, validation rows): prompt/completion rows for chat examples, or text rows when
     the file has any plain-text example (one dataset can't mix the two shapes)."""
     from localllm.finetune.data import load_jsonl, render, split
     from localllm.finetune.template import template_for
 
-    loaded = load_jsonl(config["data"])
-    template = template_for(config)
-    train, validation = split(
-        loaded.examples, float(config["validation_fraction"]), int(config["seed"])
-    )
+    loaded = load_jsonl(config.data)
+    template = template_for(config.base_gguf, config.base_hf)
+    train, validation = split(loaded.examples, float(config.validation_fraction), int(config.seed))
     as_text = any(not e.is_chat for e in loaded.examples)
 
     # a text ending "<eos>\n" gets a second <eos> from TRL; the "\n" after the last turn is never
@@ -77,9 +75,9 @@ def build_dataset(config: dict[str, Any]) -> tuple[list[dict[str, str]], list[di
         return {"prompt": full[:at], "completion": full[at:]}
 
     # the base's own answers to general questions, mixed in so it keeps them (forgetting.py)
-    share = float(config.get("rehearsal") or 0)
-    if share > 0 and config.get("base_gguf") and not as_text:
-        train = [*train, *rehearsal_examples(config["base_gguf"], math.ceil(len(train) * share))]
+    share = float(config.rehearsal or 0)
+    if share > 0 and config.base_gguf and not as_text:
+        train = [*train, *rehearsal_examples(config.base_gguf, math.ceil(len(train) * share))]
     return [row(e) for e in train], [row(e) for e in validation]
 
 
@@ -88,7 +86,7 @@ def train(run_dir: str | Path, *, resume: bool = False) -> dict[str, Any]:
     run_dir = Path(run_dir)
     try:
         config = read_config(run_dir)
-        steps = int(config.get("max_steps") or 0)
+        steps = int(config.max_steps or 0)
         update_status(
             run_dir, state="starting", pid=os.getpid(), error=None, max_steps=steps or None
         )
@@ -109,8 +107,8 @@ def _check_cancel(run_dir: Path) -> None:
         raise TrainingCancelled("cancelled by the user")
 
 
-def _train(run_dir: Path, config: dict[str, Any], resume: bool) -> None:
-    threads = int(config["threads"]) or training_threads()
+def _train(run_dir: Path, config: TrainConfig, resume: bool) -> None:
+    threads = int(config.threads) or training_threads()
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -122,15 +120,15 @@ def _train(run_dir: Path, config: dict[str, Any], resume: bool) -> None:
     from localllm.finetune.base_model import hf_base
 
     torch.set_num_threads(threads)
-    update_status(run_dir, threads=threads, bf16=use_bf16(config.get("bf16", "auto"), torch))
+    update_status(run_dir, threads=threads, bf16=use_bf16(config.bf16, torch))
     update_status(run_dir, state="preparing")
     train_rows, validation_rows = build_dataset(config)
     update_status(run_dir, train_rows=len(train_rows))
-    if config.get("base_hf"):
-        base_dir = Path(config["base_hf"])
+    if config.base_hf:
+        base_dir = Path(config.base_hf)
     else:
-        cache = Path(config.get("hf_cache") or run_dir.parent / ".hf-base")
-        base_dir = hf_base(config["base_gguf"], cache)
+        cache = Path(config.hf_cache or run_dir.parent / ".hf-base")
+        base_dir = hf_base(config.base_gguf, cache)
     _check_cancel(run_dir)
     tokenizer, model = _load(base_dir, config, torch)
 
@@ -175,11 +173,11 @@ def _train(run_dir: Path, config: dict[str, Any], resume: bool) -> None:
     _finish(run_dir, config)
 
 
-def _load(base_dir: Path, config: dict[str, Any], torch: Any) -> tuple[Any, Any]:
+def _load(base_dir: Path, config: TrainConfig, torch: Any) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    if config["method"] != "qlora":
+    if config.method != "qlora":
         return tokenizer, AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
 
     from transformers import BitsAndBytesConfig
@@ -197,7 +195,7 @@ def _load(base_dir: Path, config: dict[str, Any], torch: Any) -> tuple[Any, Any]
     # with bf16 the unquantized weights are kept in bf16 too: converting copies them out of the
     # fp32 file's memory map, which would otherwise stay mapped (and resident) for the whole run.
     # Without it (a CPU with no native bf16, where every bf16 op is emulated) all is fp32.
-    dtype = torch.bfloat16 if use_bf16(config.get("bf16", "auto"), torch) else torch.float32
+    dtype = torch.bfloat16 if use_bf16(config.bf16, torch) else torch.float32
     quantization = BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
@@ -220,24 +218,24 @@ def _load(base_dir: Path, config: dict[str, Any], torch: Any) -> tuple[Any, Any]
     return tokenizer, model
 
 
-def _lora(config: dict[str, Any]) -> Any:
+def _lora(config: TrainConfig) -> Any:
     from peft import LoraConfig
 
     return LoraConfig(
-        r=int(config["rank"]),
-        lora_alpha=float(config["alpha"]),
+        r=int(config.rank),
+        lora_alpha=float(config.alpha),
         lora_dropout=0.0,
-        target_modules=list(config["target_modules"]),
+        target_modules=list(config.target_modules),
         bias="none",
         task_type="CAUSAL_LM",
     )
 
 
-def _arguments(config: dict[str, Any], output: Path, evaluate: bool, torch: Any) -> Any:
+def _arguments(config: TrainConfig, output: Path, evaluate: bool, torch: Any) -> Any:
     from trl import SFTConfig
 
-    steps = int(config.get("max_steps") or 0)
-    save_steps = max(1, int(config["save_steps"]))
+    steps = int(config.max_steps or 0)
+    save_steps = max(1, int(config.save_steps))
     gpu = torch.cuda.is_available()
     # activation checkpointing trades compute for memory: LoRA skips it (speed), QLoRA is chosen
     # to save memory and its activations outweigh a small model's weights, so it checkpoints (the
@@ -250,26 +248,26 @@ def _arguments(config: dict[str, Any], output: Path, evaluate: bool, torch: Any)
     return SFTConfig(
         output_dir=str(output),
         max_steps=steps if steps > 0 else -1,
-        num_train_epochs=float(config.get("epochs") or 1),
-        per_device_train_batch_size=int(config["batch_size"]),
-        per_device_eval_batch_size=int(config["batch_size"]),
-        learning_rate=float(config["learning_rate"]),
+        num_train_epochs=float(config.epochs or 1),
+        per_device_train_batch_size=int(config.batch_size),
+        per_device_eval_batch_size=int(config.batch_size),
+        learning_rate=float(config.learning_rate),
         lr_scheduler_type="linear",
         warmup_steps=0,
-        logging_steps=int(config["logging_steps"]),
+        logging_steps=int(config.logging_steps),
         save_strategy="steps",
         save_steps=save_steps,
         save_total_limit=2,
         eval_strategy="steps" if evaluate else "no",
         eval_steps=save_steps if evaluate else None,
         report_to=[],
-        max_length=int(config["max_length"]),
-        seed=int(config["seed"]),
+        max_length=int(config.max_length),
+        seed=int(config.seed),
         use_cpu=not gpu,
-        bf16=use_bf16(config.get("bf16", "auto"), torch),
+        bf16=use_bf16(config.bf16, torch),
         dataloader_num_workers=0,
         disable_tqdm=True,
-        **{checkpointing: config["method"] == "qlora"},
+        **{checkpointing: config.method == "qlora"},
     )
 
 
@@ -346,10 +344,10 @@ def _ppl(loss: float) -> float:
     return math.exp(min(loss, 50.0))
 
 
-def _finish(run_dir: Path, config: dict[str, Any]) -> None:
+def _finish(run_dir: Path, config: TrainConfig) -> None:
     """The adapter as a GGUF LoRA next to the chat models, and the side-by-side answers."""
-    out = config.get("adapter_gguf")
-    if not out or not config.get("base_gguf"):
+    out = config.adapter_gguf
+    if not out or not config.base_gguf:
         # an HF-folder base with no GGUF to go over: the PEFT adapter is the result
         update_status(run_dir, warnings=forgetting_warnings(read_status(run_dir), []))
         return
@@ -357,10 +355,10 @@ def _finish(run_dir: Path, config: dict[str, Any]) -> None:
     from localllm.finetune.export import export_lora_gguf
 
     update_status(run_dir, state="exporting")
-    lora = export_lora_gguf(run_dir / "adapter", config["base_gguf"], out)
+    lora = export_lora_gguf(run_dir / "adapter", config.base_gguf, out)
     update_status(run_dir, adapter_gguf=str(lora))
-    count = int(config.get("samples", 3))
-    general = compare_answers(run_dir, config["base_gguf"], lora, count)["general"] if count else []
+    count = int(config.samples)
+    general = compare_answers(run_dir, config.base_gguf, lora, count)["general"] if count else []
     update_status(run_dir, warnings=forgetting_warnings(read_status(run_dir), general))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from localllm.errors import PromptTooLongError
-from localllm.llm.base import Message
+from localllm.llm.base import GenerationParams, Message
 
 
 def with_system(messages: Sequence[Message], system_prompt: str | None) -> list[Message]:
@@ -14,6 +14,11 @@ def with_system(messages: Sequence[Message], system_prompt: str | None) -> list[
     if system_prompt and system_prompt.strip():
         return [{"role": "system", "content": system_prompt}, *rest]
     return rest
+
+
+def answer_budget(context_length: int, params: GenerationParams) -> int:
+    """Prompt tokens allowed: the context less room for the answer (at most half the context)."""
+    return context_length - min(params.max_tokens, context_length // 2)
 
 
 def fit_to_context(

@@ -13,7 +13,7 @@ from typing import Any
 
 from localllm.errors import ModelLoadError
 from localllm.llm.base import GenerationParams, GenerationStats, Message
-from localllm.llm.context import fit_to_context
+from localllm.llm.context import answer_budget, fit_to_context
 from localllm.llm.threads import apply_openmp_wait_policy, default_batch_threads, default_threads
 
 # Must run before llama_cpp (and with it libgomp) is loaded.
@@ -155,8 +155,7 @@ class LlamaCppChatModel:
         return len(self._render(messages)[0])
 
     def answer_budget(self, params: GenerationParams) -> int:
-        """Prompt tokens allowed: the context less room for the answer (at most half the context)."""
-        return self.context_length - min(params.max_tokens, self.context_length // 2)
+        return answer_budget(self.context_length, params)
 
     def stream_chat(
         self,

@@ -20,7 +20,7 @@ import httpx
 
 from localllm.errors import RemoteModelError
 from localllm.llm.base import GenerationParams, GenerationStats, Message
-from localllm.llm.context import fit_to_context
+from localllm.llm.context import answer_budget, fit_to_context
 
 CHARS_PER_TOKEN = 3.5  # the estimate where a server cannot count: English text with a BPE tokenizer
 DEFAULT_CONTEXT = 4096
@@ -101,8 +101,7 @@ class RemoteChatModel:
         return self.count_tokens(_chatml(messages))
 
     def answer_budget(self, params: GenerationParams) -> int:
-        """Prompt tokens allowed: the context less room for the answer (at most half the context)."""
-        return self.context_length - min(params.max_tokens, self.context_length // 2)
+        return answer_budget(self.context_length, params)
 
     def stream_chat(
         self,

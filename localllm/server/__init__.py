@@ -1,0 +1,1 @@
+"""The running server: the Gradio page and the OpenAI-compatible API, login, Spaces mode."""

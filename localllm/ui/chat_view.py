@@ -7,6 +7,7 @@ from typing import Any
 import gradio as gr
 
 from localllm.errors import LocalLLMError
+from localllm.format import pages_label
 from localllm.llm.catalog import chat_models, resolve
 from localllm.rag.prompt import Source
 from localllm.services import Services
@@ -53,13 +54,7 @@ def conversation_choices(services: Services) -> list[tuple[str, str]]:
 
 
 def source_label(source: Source) -> str:
-    pages = ""
-    if source.pages:
-        pages = (
-            f" · p. {source.pages[0]}"
-            if len(source.pages) == 1
-            else f" · pp. {source.pages[0]}-{source.pages[-1]}"
-        )
+    pages = f" · {pages_label(source.pages)}" if source.pages else ""
     section = f" · {source.section}" if source.section else ""
     cited = " ✓" if source.cited else ""
     return f"[{source.n}]{cited} {source.file}{pages}{section}"

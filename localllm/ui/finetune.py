@@ -15,7 +15,8 @@ from localllm.errors import LocalLLMError
 from localllm.finetune import jobs
 from localllm.finetune.data import LoadedDataset, liked_answers, load_jsonl, write_jsonl
 from localllm.finetune.estimate import estimate, token_stats
-from localllm.finetune.run_files import DEFAULTS
+from localllm.finetune.names import QUANT_CHOICES
+from localllm.finetune.train_config import DEFAULTS
 from localllm.llm.catalog import list_models, resolve
 from localllm.services import Services
 from localllm.ui.chat import ChatTab
@@ -35,7 +36,6 @@ from localllm.ui.finetune_view import (
 
 SOURCES = ["A JSONL file", "My liked answers", "My documents"]
 METHODS = [("LoRA (full-precision base)", "lora"), ("QLoRA (4-bit base, less memory)", "qlora")]
-QUANTS = ["Q4_K_M", "Q8_0", "F16"]
 PRECISIONS = ["auto", "on", "off"]
 
 
@@ -134,7 +134,7 @@ def build_finetune_tab(services: Services, chat: ChatTab, demo: gr.Blocks) -> No
     runs = gr.Dataframe(headers=RUN_COLUMNS, interactive=False, elem_id="ft-runs")
     with gr.Row():
         pick_run = gr.Dropdown(label="Show run", choices=[])
-        quant = gr.Dropdown(QUANTS, value="Q4_K_M", label="Merged model quantization")
+        quant = gr.Dropdown(list(QUANT_CHOICES), value="Q4_K_M", label="Merged model quantization")
         merge = gr.Button("Merge into a full GGUF")
     merge_status = gr.Markdown()
 
@@ -291,27 +291,17 @@ def build_finetune_tab(services: Services, chat: ChatTab, demo: gr.Blocks) -> No
     def on_merge(
         run_id: str, quantization: str, bar: gr.Progress = gr.Progress()
     ) -> tuple[Any, ...]:
-        from localllm.finetune.merge import merge_lora_gguf
+        from localllm.finetune.outputs import export_run
 
         if not run_id:
             raise gr.Error("pick a finished run")
-        run = jobs.run_info(settings, run_id)
-        if not run.adapter_gguf or not Path(run.adapter_gguf).is_file():
-            raise gr.Error(f"run {run_id} has no exported adapter (state: {run.state})")
-        base_gguf = Path(run.config["base_gguf"])
-        out = Path(run.adapter_gguf).with_name(
-            Path(run.adapter_gguf).name.replace(".lora.gguf", f".{quantization}.gguf")
-        )
         try:
-            merged = merge_lora_gguf(
-                base_gguf,
-                Path(run.adapter_gguf),
-                out,
-                quant=quantization,
-                progress=lambda f, m: bar(f, desc=m),
+            done = export_run(
+                settings, run_id, quant=quantization, progress=lambda f, m: bar(f, desc=m)
             )
         except LocalLLMError as e:
             raise gr.Error(str(e)) from e
+        merged = Path(done["merged_gguf"])
         names = {m.name for m in list_models(settings)}
         note = "" if merged.name in names else " (not in the models folder)"
         return f"Wrote **{merged.name}**{note}.", gr.update(choices=model_choices(services))
