@@ -466,7 +466,8 @@ def main() -> None:
         "targets": targets,
         "run_s": time.perf_counter() - STARTED,
     }
-    payload["note"] = NOTE.format(load=", ".join(f"{x:.2f}" for x in os.getloadavg()))
+    note = AVX2_NOTE if args.avx2 else NOTE
+    payload["note"] = note.format(load=", ".join(f"{x:.2f}" for x in os.getloadavg()))
     text = table(payload)
     out = write_results("finetune_avx2" if args.avx2 else "finetune", payload, text)
     print(text)
@@ -496,6 +497,19 @@ NOTE = (
     "one core busy (a spinning process standing in for the app answering or a build) the library "
     "default keeps two threads that wait on each other and ours takes one (~1.7x here; 2.5x in an "
     "earlier trial at load average ~4). Load average at the end of this run: {load}."
+)
+
+AVX2_NOTE = (
+    "As on a CPU without AVX-512 (most laptops): torch, oneDNN and MKL held to AVX2. The naive run "
+    "keeps the library defaults, which turn on bf16 autocast whenever torch can run it; without "
+    "native bf16 every bf16 op is emulated, and a step of 8 takes minutes: that, not our code, is "
+    "most of the ratio. Ours trains as bf16 'auto' picks on such a CPU: fp32 (the path the export "
+    "crash of issue 15 was on). QLoRA computes its 4-bit matmuls in fp32 there too, dequantizing "
+    "each weight per use, hence ~3x LoRA's time a step; its memory comes from activation "
+    "checkpointing, the 4-bit weights, the frozen unquantized weights copied out of the fp32 "
+    "file's memory map (train.py `_own_memory`: with bf16 off nothing else copies them, and the "
+    "map would keep every page of the file read while quantizing resident), and the 64 KiB mmap "
+    "threshold. Threads as in the native table. Load average at the end of this run: {load}."
 )
 
 
