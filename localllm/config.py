@@ -68,6 +68,20 @@ class Settings(BaseSettings):
         description="Below this cosine similarity of the nearest chunk, grounded mode declines "
         "without asking the model.",
     )
+    rag_support_threshold: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="How well a source must support an answer sentence for the sentence to cite it "
+        "(its words in the passage, and meaning); an answer with no supported sentence is declined.",
+    )
+    rag_quote_threshold: float = Field(
+        0.6,
+        ge=0.0,
+        le=1.0,
+        description="When the model's answer has nothing the documents support, a passage that "
+        "answers the question this well is quoted instead of declining.",
+    )
     rerank: Literal["off", "llm"] = Field(
         "off", description="llm: the chat model judges the top chunks."
     )

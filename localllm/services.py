@@ -93,6 +93,8 @@ class Services:
             self.retriever(judge),
             sources=self.settings.rag_sources,
             min_similarity=self.settings.rag_min_similarity,
+            support_threshold=self.settings.rag_support_threshold,
+            quote_threshold=self.settings.rag_quote_threshold,
         )
 
     @property

@@ -84,7 +84,10 @@ def test_grounded_answer_has_sources(client: OpenAI, faq: str) -> None:
         extra_body={"collection": faq},
     )
     sources = reply.model_extra["sources"]  # type: ignore[index]
-    assert sources and {"n", "file", "page", "text", "score"} <= sources[0].keys()
+    assert sources and {"n", "file", "page", "text", "score", "spans"} <= sources[0].keys()
+    checked = reply.choices[0].message.model_extra or {}
+    assert isinstance(checked["attribution"], list) and checked["outcome"] in ("answered", "quoted")
+    assert all(s["spans"] for s in sources if s["cited"]) and any(s["cited"] for s in sources)
     assert any(s["file"] == "debian-faq.en.pdf" and s["page"] == 28 for s in sources)
     assert reply.choices[0].message.content
 
@@ -97,6 +100,8 @@ def test_grounded_answer_has_sources(client: OpenAI, faq: str) -> None:
     )
     chunks = list(stream)
     assert any(s["page"] == 28 for s in chunks[0].model_extra["sources"])  # type: ignore[index]
+    last = [c for c in chunks if c.choices and c.choices[0].finish_reason][-1].model_extra or {}
+    assert isinstance(last["attribution"], list) and last["answer"].strip()
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip()
 
     declined = client.chat.completions.create(

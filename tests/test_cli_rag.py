@@ -100,6 +100,14 @@ def test_ask_json_cites_the_page(cli: Cli) -> None:
         assert s.keys() >= SOURCE_KEYS, s
         assert s["file"] == FAQ_NAME and s["text"] and isinstance(s["score"], float)
     assert page in [s["page"] for s in sources], [s["page"] for s in sources]
+    # what the user sees is checked: each cited source holds a span that supports the answer
+    assert payload["outcome"] in ("answered", "quoted"), payload
+    assert isinstance(payload["attribution"], list) and isinstance(payload["model_answer"], str)
+    cited = [s for s in sources if s["cited"]]
+    assert cited and all(s["spans"] for s in cited), sources
+    if payload["outcome"] == "answered":
+        attributed = {a["source"] for a in payload["attribution"] if a["source"]}
+        assert attributed == {s["n"] for s in cited}
 
 
 def test_ask_out_of_corpus_declines(cli: Cli) -> None:

@@ -41,6 +41,7 @@ from tests.rag_fixtures import (
     OUT_OF_CORPUS,
     clean_settings,
     faq_path,
+    squash,
 )
 
 # fitting, with words as tokens
@@ -198,12 +199,16 @@ def test_an_answer_with_sources_from_the_right_page(
     assert any(s.file == FAQ_NAME and HOLD_PAGE in s.pages for s in answer.sources[:3])
     assert model.prompt_tokens(answer.messages) <= model.answer_budget(params)
     text = "".join(answer.stream(model, params))
-    assert text.strip() and text == answer.text
+    assert text.strip() and text == answer.model_text
     assert model.last_stats.completion_tokens > 0
-    cited = set(cited_numbers(text, len(answer.sources)))
-    assert {s.n for s in answer.sources if s.cited} == cited
+    # the citations shown are the ones attribution found, written into the answer shown
+    assert answer.outcome in ("answered", "quoted"), answer.text
+    shown = {s.n for s in answer.sources if s.cited}
+    assert shown and set(cited_numbers(answer.text, len(answer.sources))) == shown
+    assert "debian-faq.en.pdf, page" not in answer.text, "a source label is never the answer"
     payload = answer.to_dict()
-    assert payload["answer"] == text and payload["declined"] is False
+    assert payload["answer"] == answer.text and payload["model_answer"] == text
+    assert payload["declined"] is False
     assert [s["n"] for s in payload["sources"]] == [s.n for s in answer.sources]  # type: ignore[index, union-attr]
 
 
@@ -407,6 +412,51 @@ def test_words_rescue_a_question_the_embedder_scores_low(
     kept = strict.prepare(model, HOLD_QUESTION, "faq", params)
     assert not kept.declined, "a passage holds every content word of the question"
     assert strict.prepare(model, OUT_OF_CORPUS, "faq", params).declined
+
+
+# answers you can check (rag.attribute, on the real embedder)
+
+
+def test_a_known_sentence_is_attributed_to_its_page_and_a_made_up_one_is_not(
+    faq_services: Services, model: LlamaCppChatModel, params: GenerationParams
+) -> None:
+    answer = faq_services.grounded(model).prepare(model, HOLD_QUESTION, "faq", params)
+    holder = next(s for s in answer.sources if "ways of holding back packages" in squash(s.text))
+    assert HOLD_PAGE in holder.pages
+    wrong = next(s.n for s in answer.sources if s.n != holder.n)
+    answer.check(
+        f"There are three ways of holding back packages [{wrong}]. "
+        "The Debian project was founded on the Moon by penguins in 1875."
+    )
+    known, made_up = answer.attribution.claims
+    assert known.source == holder.n and known.corrected, "the model's wrong [n] is corrected"
+    assert known.span is not None
+    assert "holding back packages" in squash(holder.text[known.span[0] : known.span[1]])
+    assert not made_up.supported
+    assert answer.outcome == "answered" and holder.cited and holder.spans == [known.span]
+    assert f"[{holder.n}]" in answer.text and f"[{wrong}]" not in answer.text
+    assert answer.timings["attribution"] < 2.0
+
+
+def test_an_answer_the_documents_do_not_support_is_not_shown_as_one(
+    faq_services: Services, model: LlamaCppChatModel, params: GenerationParams
+) -> None:
+    open_gate = GroundedChat(faq_services.retriever(), min_similarity=0.0)
+    made_up = open_gate.prepare(model, OUT_OF_CORPUS, "faq", params)
+    assert made_up.sources, "the gate is open: the model is asked"
+    made_up.check("Canberra is the capital of Australia.")
+    assert made_up.outcome == "unsupported" and made_up.text == REFUSAL
+    assert made_up.model_text == "Canberra is the capital of Australia."
+    assert not any(s.cited for s in made_up.sources)
+
+    echo = open_gate.prepare(model, HOLD_QUESTION, "faq", params)
+    first = echo.sources[0]
+    label = f"The answer to your question is: [1] {first.file}, page {first.page} ({first.section})"
+    echo.check(label)
+    assert echo.text != label and echo.outcome in ("quoted", "unsupported")
+    if echo.outcome == "quoted":
+        assert echo.text.startswith("A quote from your documents")
+        assert [s.n for s in echo.sources if s.cited] and all(s.spans for s in echo.cited)
 
 
 # last in this file: it switches the services' model away from the `model` fixture's

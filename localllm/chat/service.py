@@ -110,6 +110,8 @@ class ChatAnswer:
         for piece in pieces:
             self.text += piece
             yield piece
+        if self.grounded is not None:
+            self.text = self.grounded.text  # its citations checked, or a quote, or a decline
 
     def to_dict(self) -> dict[str, object]:
         """The grounded answer's JSON (`localllm ask --json`), or the plain answer's text."""
@@ -129,6 +131,8 @@ class Reply:
     text: str = ""
     message_id: int | None = None  # the saved answer, once complete (or stopped)
     declined: bool = False
+    model_text: str = ""  # what the model wrote, when the answer shown is not that
+    outcome: str = "answered"
 
 
 class ChatService:
@@ -187,6 +191,12 @@ class ChatService:
                 result.text += piece
                 yield result, piece
         finally:
+            grounded = answer.grounded
+            if grounded is not None and result.text:
+                if grounded.model_text != result.text:  # stopped before its stream could check
+                    grounded.check(result.text)
+                result.text, result.outcome = grounded.text, grounded.outcome
+                result.model_text = grounded.model_text
             result.declined = answer.declined
             if result.text:
                 result.message_id = conversations.add_message(

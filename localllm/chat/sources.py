@@ -10,7 +10,8 @@ from localllm.rag.prompt import Source
 
 
 def source_page(store: DocumentStore, collection: str, source: Source, width: int = 900) -> object:
-    """The page a source starts on, rendered with the source's passage highlighted (a PIL image).
+    """The page of a source, rendered with its passage highlighted (a PIL image): where the answer
+    is supported (its spans' lines) when attribution found it, else the page it starts on.
 
     Raises StoreError when the document is gone, PageRenderError when its file can't be drawn.
     """
@@ -20,5 +21,7 @@ def source_page(store: DocumentStore, collection: str, source: Source, width: in
     path = Path(records[0].source)
     if source.page is None or path.suffix.lower() != ".pdf":
         raise StoreError(f"{source.file} has no pages to show; the passage is its text")
-    boxes = [box for page, box in source.boxes if page == source.page]
-    return render_page(path, source.page, boxes, width=width)
+    shown = source.span_boxes()
+    page = next((p for p, _ in shown), source.page) if source.spans else source.page
+    boxes = [box for p, box in shown if p == page]
+    return render_page(path, page, boxes, width=width)

@@ -72,6 +72,10 @@ def cmd_ask(settings: Settings, args: argparse.Namespace) -> int:
             print_json(answer.to_dict())
             return 0
         print()
+        grounded = answer.grounded
+        if grounded is not None and grounded.outcome in ("quoted", "unsupported"):
+            print("\nNothing in that answer is supported by your documents. Instead:")
+            print(answer.text)
         if answer.sources:
             print("\nSources:")
         for s in answer.sources:

@@ -10,6 +10,7 @@ from localllm.eval.metrics import QAItem, RetrievalScores, percentile, score_ret
 from localllm.index.retrieve import Mode, Retriever
 from localllm.llm.base import ChatModel, GenerationParams
 from localllm.rag.answer import GroundedChat, is_decline
+from localllm.rag.attribute import echoed, marks_of
 
 Progress = Callable[[int, int], None]
 
@@ -45,11 +46,17 @@ class AnswerScores:
     answerable: int
     unanswerable: int
     source_has_page: float  # a source given to the model holds the gold page
-    cited_has_page: float  # a source the answer cites as [n] holds the gold page
-    answered: float  # answerable questions the model did not decline
+    cited_has_page: float  # a source the answer is attributed to (what the user sees) holds it
+    answered: float  # answerable questions that were not declined
     declined_unanswerable: float  # questions with no answer in the corpus that were declined
     p50_s: float
     p95_s: float
+    citation_precision: float = 0.0  # of the sources answerable answers cite, the share holding it
+    model_cited_has_page: float = 0.0  # a source the model itself marked [n] holds the gold page
+    supported_sentences: float = 0.0  # answer sentences (claims) a source supports
+    echoed: float = 0.0  # answerable answers with no content of their own (a label, the question)
+    quoted: float = 0.0  # answerable answers shown as a quote from the documents
+    unsupported_declined: float = 0.0  # answerable answers declined for want of support
 
     def to_dict(self) -> dict[str, float | int]:
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
@@ -70,6 +77,7 @@ def evaluate_answers(
 ) -> tuple[AnswerScores, list[dict[str, object]]]:
     """Ask each question end to end; lines without a gold page are expected to be declined."""
     has_page, cites_page, answered, declined, seconds = [], [], [], [], []
+    precision, model_cites, supported, echoes, quoted, unsupported = [], [], [], [], [], []
     details: list[dict[str, object]] = []
     for i, item in enumerate(items):
         started = time.perf_counter()
@@ -86,7 +94,19 @@ def evaluate_answers(
                 return file == doc and page in pages
 
             has_page.append(any(holds(s.pages, s.file) for s in answer.sources))
-            cites_page.append(any(holds(s.pages, s.file) for s in answer.cited))
+            cited = answer.cited
+            cites_page.append(any(holds(s.pages, s.file) for s in cited))
+            if cited:
+                precision.append(sum(holds(s.pages, s.file) for s in cited) / len(cited))
+            marked = set(marks_of(answer.model_text))
+            model_cites.append(any(holds(s.pages, s.file) for s in answer.sources if s.n in marked))
+            claims = answer.attribution.claims
+            supported += [c.supported for c in claims]
+            echoes.append(
+                not answer.declined and echoed(answer.model_text, answer.sources, item.question)
+            )
+            quoted.append(answer.outcome == "quoted")
+            unsupported.append(answer.outcome == "unsupported")
             answered.append(not refused)
         else:
             declined.append(refused)
@@ -97,7 +117,11 @@ def evaluate_answers(
                 "page": item.page,
                 "declined": refused,
                 "answer": answer.text,
+                "model_answer": answer.model_text,
+                "outcome": answer.outcome,
                 "sources": [(s.file, s.pages, s.cited) for s in answer.sources],
+                "attribution": answer.attribution.to_list(),
+                "top_similarity": answer.search.top_similarity if answer.search else None,
             }
         )
         progress(i + 1, len(items))
@@ -110,5 +134,11 @@ def evaluate_answers(
         declined_unanswerable=_share(declined),
         p50_s=percentile(seconds, 50) if seconds else 0.0,
         p95_s=percentile(seconds, 95) if seconds else 0.0,
+        citation_precision=sum(precision) / len(precision) if precision else 0.0,
+        model_cited_has_page=_share(model_cites),
+        supported_sentences=_share(supported),
+        echoed=_share(echoes),
+        quoted=_share(quoted),
+        unsupported_declined=_share(unsupported),
     )
     return scores, details

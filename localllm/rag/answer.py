@@ -11,13 +11,23 @@ from localllm.documents.chunk import search_text
 from localllm.index.lexical import term_coverage
 from localllm.index.retrieve import Retriever, SearchHit, SearchResult
 from localllm.llm.base import ChatModel, GenerationParams, GenerationStats, Message
+from localllm.rag.attribute import (
+    QUOTE_THRESHOLD,
+    SUPPORT_THRESHOLD,
+    Attribution,
+    Embed,
+    attribute,
+    best_quote,
+    cite_sentences,
+    echoed,
+)
 from localllm.rag.prompt import (
     GROUNDED_RULES,
     REFUSAL,
+    Labels,
     Source,
     Turn,
     build_messages,
-    cited_numbers,
     standalone_query,
 )
 
@@ -59,9 +69,17 @@ class GroundedAnswer:
     declined: bool  # nothing in the documents came close: the model is not asked
     search: SearchResult | None = None
     dropped_turns: int = 0
-    text: str = ""
+    text: str = ""  # the answer shown: the model's, its citations checked (see `outcome`)
     seconds_to_first_token: float | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    embed: Embed | None = field(default=None, repr=False)
+    support_threshold: float = SUPPORT_THRESHOLD
+    quote_threshold: float = QUOTE_THRESHOLD
+    attribution: Attribution = field(default_factory=Attribution)
+    model_text: str = ""  # what the model wrote
+    # answered | declined (by the search, or the model) | quoted (the model gave nothing the
+    # documents support, so a passage that answers is quoted) | unsupported (shown as a decline)
+    outcome: str = "answered"
 
     def stream(
         self, model: ChatModel, params: GenerationParams, stats: GenerationStats | None = None
@@ -70,7 +88,8 @@ class GroundedAnswer:
         (and `stats`, when given, as the model's stream_chat fills it)."""
         started = time.perf_counter()
         if self.declined:
-            self.text = REFUSAL
+            self.text = self.model_text = REFUSAL
+            self.outcome = "declined"
             self.seconds_to_first_token = 0.0
             yield REFUSAL
             return
@@ -82,10 +101,36 @@ class GroundedAnswer:
                 pieces.append(piece)
                 yield piece
         finally:
-            self.text = "".join(pieces)
-            cited = set(cited_numbers(self.text, len(self.sources)))
+            self.check("".join(pieces))
+
+    def check(self, text: str) -> None:
+        """Tie each sentence of the model's `text` to the source that supports it, and set what
+        is shown: the text with checked citations, a quote from the documents, or a decline."""
+        started = time.perf_counter()
+        self.model_text = self.text = text
+        for source in self.sources:
+            source.cited, source.spans = False, []
+        if is_decline(text):
+            self.outcome = "declined"
+            return
+        self.attribution = attribute(
+            text, self.sources, self.embed, threshold=self.support_threshold
+        )
+        if self.attribution.any_supported and not echoed(text, self.sources, self.question):
+            self.text = cite_sentences(text, self.attribution)
+            spans = self.attribution.spans()
             for source in self.sources:
-                source.cited = source.n in cited
+                source.cited, source.spans = source.n in spans, spans.get(source.n, [])
+            self.outcome = "answered"
+        else:
+            quote = best_quote(self.question, self.sources, self.embed, self.quote_threshold)
+            if quote is None:
+                self.text, self.outcome = REFUSAL, "unsupported"
+            else:
+                source, span, self.text = quote
+                source.cited, source.spans = True, [span]
+                self.outcome = "quoted"
+        self.timings["attribution"] = time.perf_counter() - started
 
     @property
     def cited(self) -> list[Source]:
@@ -102,6 +147,9 @@ class GroundedAnswer:
             "sources": [s.to_dict() for s in self.sources],
             "declined": self.declined or is_decline(self.text),
             "query": self.query,
+            "outcome": self.outcome,
+            "model_answer": self.model_text,
+            "attribution": self.attribution.to_list(),
         }
 
 
@@ -114,12 +162,18 @@ class GroundedChat:
         *,
         sources: int = 5,
         min_similarity: float = 0.35,
+        support_threshold: float = SUPPORT_THRESHOLD,
+        quote_threshold: float = QUOTE_THRESHOLD,
         rules: str = GROUNDED_RULES,
+        labels: Labels = "file",
     ) -> None:
         self.retriever = retriever
         self.sources = sources
         self.min_similarity = min_similarity
+        self.support_threshold = support_threshold
+        self.quote_threshold = quote_threshold
         self.rules = rules
+        self.labels: Labels = labels
 
     def _too_far(self, query: str, found: SearchResult) -> bool:
         """Nothing close by meaning, and no passage holding most of the question's words.
@@ -156,6 +210,7 @@ class GroundedChat:
             model.prompt_tokens,
             model.answer_budget(params),
             self.rules,
+            self.labels,
         )
         timings["prompt"] = time.perf_counter() - t
         return GroundedAnswer(
@@ -167,4 +222,7 @@ class GroundedChat:
             search=found,
             dropped_turns=dropped,
             timings=timings,
+            embed=self.retriever.embedder.embed,
+            support_threshold=self.support_threshold,
+            quote_threshold=self.quote_threshold,
         )

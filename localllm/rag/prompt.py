@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 from localllm.errors import PromptTooLongError
 from localllm.index.lexical import QUESTION_WORDS, tokenize
@@ -73,11 +74,29 @@ class Source:
     doc_id: str = ""
     boxes: list[tuple[int, tuple[float, float, float, float]]] = field(default_factory=list)
     cut: bool = False
-    cited: bool = False
+    cited: bool = False  # an answer sentence is attributed to it (rag.attribute)
+    spans: list[tuple[int, int]] = field(default_factory=list)  # where in `text` the support is
 
     @property
     def page(self) -> int | None:
         return self.pages[0] if self.pages else None
+
+    def span_boxes(self) -> list[tuple[int, tuple[float, float, float, float]]]:
+        """The boxes of the lines its spans fall in (each line of `text` is one element, with its
+        box, when every element had one), else all its boxes."""
+        lines = self.text.split("\n")
+        if not self.spans or len(lines) != len(self.boxes):
+            return list(self.boxes)
+        starts, at = [], 0
+        for line in lines:
+            starts.append((at, at + len(line)))
+            at += len(line) + 1
+        chosen = [
+            box
+            for (a, b), box in zip(starts, self.boxes, strict=True)
+            if any(a < end and start < b for start, end in self.spans)
+        ]
+        return chosen or list(self.boxes)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -93,6 +112,7 @@ class Source:
             "doc_id": self.doc_id,
             "boxes": [[p, list(b)] for p, b in self.boxes],
             "cut": self.cut,
+            "spans": [list(span) for span in self.spans],
         }
 
     @classmethod
@@ -110,6 +130,7 @@ class Source:
             boxes=boxes,  # type: ignore[arg-type]
             cut=bool(data.get("cut")),
             cited=bool(data.get("cited")),
+            spans=[(int(a), int(b)) for a, b in data.get("spans") or []],  # type: ignore[attr-defined]
         )
 
 
@@ -127,7 +148,15 @@ def _quote(text: str) -> str:
     return text.replace(SOURCES_END, "").replace("\nQuestion:", "\nQuestion -")
 
 
-def render_source(source: Source) -> str:
+Labels = Literal["file", "number"]
+
+
+def render_source(source: Source, labels: Labels = "file") -> str:
+    """A source as the model reads it: "file" heads it with its file, pages and section; "number"
+    with its number and section only (a small model echoes a file label back as its answer)."""
+    if labels == "number":
+        head = f" {_quote(source.section)}" if source.section else ""
+        return f"[{source.n}]{head}\n{_quote(chr(10) + source.text)[1:]}"
     where = _quote(source.file)
     if source.pages:
         pages = ", ".join(str(p) for p in source.pages)
@@ -137,21 +166,26 @@ def render_source(source: Source) -> str:
     return f"[{source.n}] {where}\n{_quote(chr(10) + source.text)[1:]}"
 
 
-def user_turn(question: str, sources: Sequence[Source]) -> str:
+def user_turn(question: str, sources: Sequence[Source], labels: Labels = "file") -> str:
     if not sources:
         return question
-    quoted = "\n\n".join(render_source(s) for s in sources)
+    quoted = "\n\n".join(render_source(s, labels) for s in sources)
     return f"{SOURCES_START}\n{quoted}\n{SOURCES_END}\n\nQuestion: {question}\n{ANSWER_CUE}"
 
 
 def _messages(
-    rules: str, turns: Sequence[Turn], question: str, sources: Sequence[Source]
+    rules: str,
+    turns: Sequence[Turn],
+    question: str,
+    sources: Sequence[Source],
+    labels: Labels = "file",
 ) -> list[Message]:
     messages: list[Message] = [{"role": "system", "content": rules}]
     for turn in turns:
-        messages.append({"role": "user", "content": user_turn(turn.question, turn.sources)})
+        content = user_turn(turn.question, turn.sources, labels)
+        messages.append({"role": "user", "content": content})
         messages.append({"role": "assistant", "content": turn.answer})
-    messages.append({"role": "user", "content": user_turn(question, sources)})
+    messages.append({"role": "user", "content": user_turn(question, sources, labels)})
     return messages
 
 
@@ -176,6 +210,7 @@ def build_messages(
     prompt_tokens: Callable[[Sequence[Message]], int],
     budget: int,
     rules: str = GROUNDED_RULES,
+    labels: Labels = "file",
 ) -> tuple[list[Message], list[Source], int]:
     """Messages that fit in `budget` tokens, the sources kept, and how many earlier turns were dropped.
 
@@ -185,7 +220,7 @@ def build_messages(
     kept = list(sources)
 
     def size(turns_: Sequence[Turn], kept_: Sequence[Source]) -> int:
-        return prompt_tokens(_messages(rules, turns_, question, kept_))
+        return prompt_tokens(_messages(rules, turns_, question, kept_, labels))
 
     for i in range(len(turns)):
         if size(turns, kept) <= budget:
@@ -206,7 +241,7 @@ def build_messages(
             "in this model's context window after room for the answer: shorten it, lower max "
             "tokens, or raise the context size"
         )
-    return _messages(rules, turns, question, kept), kept, dropped
+    return _messages(rules, turns, question, kept, labels), kept, dropped
 
 
 def standalone_query(question: str, earlier_questions: Sequence[str]) -> str:

@@ -27,7 +27,7 @@ from localllm.llm.manager import params_from_settings
 from localllm.server.auth import AuthStore
 from localllm.services import Services
 
-SOURCE_FIELDS = ("n", "file", "page", "pages", "text", "score")
+SOURCE_FIELDS = ("n", "file", "page", "pages", "text", "score", "cited", "spans")
 
 
 class ChatMessageBody(BaseModel):
@@ -187,8 +187,23 @@ class Completion:
             "total_tokens": stats.prompt_tokens + stats.completion_tokens,
         }
 
+    def checked(self) -> dict[str, Any]:
+        """What attribution found, for a grounded answer: each sentence's source and support, and
+        the answer shown when it is not the model's words (a quote, or a decline)."""
+        grounded = self.answer.grounded
+        if grounded is None:
+            return {}
+        extra: dict[str, Any] = {
+            "attribution": grounded.attribution.to_list(),
+            "outcome": grounded.outcome,
+        }
+        if grounded.model_text != grounded.text:
+            extra["model_answer"] = grounded.model_text
+        return extra
+
     def whole(self) -> dict[str, Any]:
-        text = "".join(self.answer.stream())
+        "".join(self.answer.stream())
+        text = self.answer.text
         body: dict[str, Any] = {
             "id": self.id,
             "object": "chat.completion",
@@ -197,7 +212,7 @@ class Completion:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": text},
+                    "message": {"role": "assistant", "content": text, **self.checked()},
                     "finish_reason": self.answer.finish_reason,
                 }
             ],
@@ -232,7 +247,12 @@ class Completion:
         except LocalLLMError as e:
             yield f"data: {json.dumps({'error': {'message': str(e), 'type': 'server_error'}})}\n\n"
             return
-        yield self._delta({}, self.answer.finish_reason, **usage)
+        last = (
+            {**self.checked(), "answer": self.answer.text, "sources": self.sources()}
+            if self.grounded
+            else {}
+        )
+        yield self._delta({}, self.answer.finish_reason, **usage, **last)
         if include_usage:
             yield self._chunk([], usage=self.usage())
         yield "data: [DONE]\n\n"

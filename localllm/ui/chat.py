@@ -25,6 +25,7 @@ from localllm.ui.chat_view import (
     model_choices,
     source_label,
     source_radio,
+    with_unsupported,
 )
 
 
@@ -224,6 +225,8 @@ def build_chat_tab(services: Services) -> ChatTab:
             raise gr.Error(str(e)) from e
         if result is not None:
             final, saved_ids = display_messages(services, result.conversation_id)
+            if final and result.model_text and result.outcome in ("quoted", "unsupported"):
+                final[-1] = {**final[-1], "content": with_unsupported(final[-1], result.model_text)}
             yield (
                 final,
                 final,

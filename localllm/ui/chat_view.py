@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import gradio as gr
@@ -66,6 +67,15 @@ def shown_answer(text: str, sources: list[Source]) -> str:
         return text
     names = " · ".join(source_label(s) for s in sources)
     return f"{text}\n\n<sub>Sources: {names}</sub>"
+
+
+def with_unsupported(message: dict[str, str], model_text: str) -> str:
+    """A shown answer, with the model's own words (which the documents did not support) folded."""
+    hidden = html.escape(model_text)
+    return (
+        f"{message['content']}\n\n<details><summary>Show the unsupported answer</summary>"
+        f"{hidden}</details>"
+    )
 
 
 def display_messages(
