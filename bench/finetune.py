@@ -507,7 +507,7 @@ AVX2_NOTE = (
     "crash of issue 15 was on). QLoRA computes its 4-bit matmuls in fp32 there too, dequantizing "
     "each weight per use, hence ~3x LoRA's time a step; its memory comes from activation "
     "checkpointing, the 4-bit weights, the frozen unquantized weights copied out of the fp32 "
-    "file's memory map (train.py `_own_memory`: with bf16 off nothing else copies them, and the "
+    "file's memory map (`finetune/base_model.own_memory`: with bf16 off nothing else copies them, and the "
     "map would keep every page of the file read while quantizing resident), and the 64 KiB mmap "
     "threshold. Threads as in the native table. Load average at the end of this run: {load}."
 )

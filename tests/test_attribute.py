@@ -81,3 +81,18 @@ def test_the_passage_that_answers_is_quoted_with_its_citation_and_lines() -> Non
     assert (40, (1.0, 7.0, 3.0, 8.0)) in HOLD.span_boxes()
     assert (40, (1.0, 2.0, 3.0, 4.0)) not in HOLD.span_boxes(), "only the lines that hold it"
     assert best_quote("What colour is the sky on Mars?", [OTHER, HOLD], None, 0.6) is None
+
+
+def test_the_chat_marks_the_claims_no_source_supports() -> None:
+    from localllm.ui.chat_view import UNSUPPORTED, mark_unsupported, shown_answer
+
+    text = "Run apt-mark hold [1]. Penguins founded the project on the Moon. Sure!"
+    marked = mark_unsupported(text)
+    assert (
+        marked
+        == f"Run apt-mark hold [1]. {UNSUPPORTED} _Penguins founded the project on the Moon._ Sure!"
+    )
+    assert "not found in them" in shown_answer(text, [HOLD])
+    refusal = "I can't find that in your documents."
+    assert mark_unsupported(refusal) == refusal
+    assert UNSUPPORTED not in shown_answer("Run apt-mark hold [1].", [HOLD])

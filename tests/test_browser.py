@@ -149,6 +149,9 @@ def test_grounded_chat_cites_and_shows_the_page(page: Any, running_app: RunningA
         polling=200,
     )
     wait_for_text(page, "source-passage", "Google Earth")
+    # The source the answer is attributed to (marked ✓) shows what in it supports the answer.
+    page.locator("#sources label", has_text="✓").first.click()
+    wait_for_text(page, "source-passage", "Supports the answer")
     page.screenshot(path=str(ARTIFACTS / "grounded-chat.png"), full_page=True)
 
     # A thumbs-up is saved with the question it answers (fine-tuning data later).

@@ -14,6 +14,7 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from localllm.errors import ModelLoadError
 
@@ -70,3 +71,15 @@ def _valid(target: Path, source: dict[str, object]) -> bool:
     except (OSError, ValueError):
         return False
     return saved == source
+
+
+def own_memory(model: Any) -> None:
+    """Copy the weights left as views of the fp32 file's memory map (with bf16 off nothing converts
+    them) into memory of their own: the map is then released, and with it every page of the file
+    read while quantizing, which would otherwise stay resident for the whole run."""
+    import gc
+
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if type(tensor).__name__ != "Params4bit":  # quantized: already its own
+            tensor.data = tensor.data.clone()
+    gc.collect()

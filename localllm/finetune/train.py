@@ -182,6 +182,8 @@ def _load(base_dir: Path, config: TrainConfig, torch: Any) -> tuple[Any, Any]:
 
     from transformers import BitsAndBytesConfig
 
+    from localllm.finetune.base_model import own_memory
+
     # QLoRA is the memory-lean method: glibc keeps freed blocks for reuse and raises its mmap
     # threshold to the biggest block freed, so every step's activations would stay resident; a
     # fixed 64 KiB threshold gives them back to the OS (fresh pages each step: a little slower)
@@ -211,24 +213,12 @@ def _load(base_dir: Path, config: TrainConfig, torch: Any) -> tuple[Any, Any]:
         raise LocalLLMError(
             f"can't load the base in 4 bits for QLoRA ({e}); try method lora"
         ) from e
-    _own_memory(model)
+    own_memory(model)
     # prepare_model_for_kbit_training would make every unquantized weight fp32 again (the tied
     # embedding alone: 113 MB for SmolLM2); they are frozen, so bf16 serves. What it does
     # besides: inputs that require grad for checkpointing.
     model.enable_input_require_grads()
     return tokenizer, model
-
-
-def _own_memory(model: Any) -> None:
-    """Copy the weights left as views of the fp32 file's memory map (with bf16 off nothing converts
-    them) into memory of their own: the map is then released, and with it every page of the file
-    read while quantizing, which would otherwise stay resident for the whole run."""
-    import gc
-
-    for tensor in [*model.parameters(), *model.buffers()]:
-        if type(tensor).__name__ != "Params4bit":  # quantized: already its own
-            tensor.data = tensor.data.clone()
-    gc.collect()
 
 
 def _lora(config: TrainConfig) -> Any:

@@ -23,7 +23,7 @@ from localllm.ui.chat_view import (
     display_messages,
     document_choices,
     model_choices,
-    source_label,
+    source_passage,
     source_radio,
     with_unsupported,
 )
@@ -249,8 +249,7 @@ def build_chat_tab(services: Services) -> ChatTab:
         if not found:
             return "", gr.update(value=None, visible=False)
         source = found[0]
-        quoted = "\n".join(f"> {line}" for line in source.text.splitlines() if line.strip())
-        header = f"**{source_label(source)}**\n\n{quoted}"
+        header = source_passage(source)
         try:
             image = source_page(services.store, collection_name or "", source)
         except LocalLLMError as e:

@@ -9,7 +9,10 @@ import gradio as gr
 
 from localllm.errors import LocalLLMError
 from localllm.format import pages_label
+from localllm.index.lexical import tokenize
 from localllm.llm.catalog import chat_models, resolve
+from localllm.rag.answer import is_decline
+from localllm.rag.attribute import MIN_WORDS, marks_of, split_sentences, without_marks
 from localllm.rag.prompt import Source
 from localllm.services import Services
 
@@ -61,12 +64,50 @@ def source_label(source: Source) -> str:
     return f"[{source.n}]{cited} {source.file}{pages}{section}"
 
 
+def source_passage(source: Source) -> str:
+    """A source as the Chat tab shows it: its label, what in it supports the answer, the passage."""
+
+    def quote(text: str) -> str:
+        return "\n".join(f"> {line}" for line in text.splitlines() if line.strip())
+
+    parts = [f"**{source_label(source)}**"]
+    if source.spans:
+        supports = "\n>\n".join(quote(source.text[a:b]) for a, b in source.spans)
+        parts += ["Supports the answer (highlighted on the page):", supports, "The whole passage:"]
+    parts.append(quote(source.text))
+    return "\n\n".join(parts)
+
+
+UNSUPPORTED = "⚠"  # before a sentence no source supports
+
+
+def mark_unsupported(text: str) -> str:
+    """A grounded answer with each claim that cites no source marked: attribution gave every
+    supported sentence its [n], so a claim without one is what the documents did not support."""
+    if is_decline(text) or text.startswith("A quote from your documents"):
+        return text
+    out, at = [], 0
+    for start, end in split_sentences(text):
+        sentence = text[start:end]
+        out.append(text[at:start])
+        claim = len(tokenize([without_marks(sentence)])[0]) >= MIN_WORDS
+        out.append(f"{UNSUPPORTED} _{sentence}_" if claim and not marks_of(sentence) else sentence)
+        at = end
+    out.append(text[at:])
+    return "".join(out)
+
+
 def shown_answer(text: str, sources: list[Source]) -> str:
-    """The answer as displayed: the text, then a line naming its sources."""
+    """The answer as displayed: the text (unsupported claims marked), then its sources."""
     if not sources:
         return text
     names = " · ".join(source_label(s) for s in sources)
-    return f"{text}\n\n<sub>Sources: {names}</sub>"
+    legend = (
+        f" · {UNSUPPORTED} not found in them"
+        if UNSUPPORTED in (shown := mark_unsupported(text))
+        else ""
+    )
+    return f"{shown}\n\n<sub>Sources: {names}{legend}</sub>"
 
 
 def with_unsupported(message: dict[str, str], model_text: str) -> str:
