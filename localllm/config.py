@@ -62,21 +62,21 @@ class Settings(BaseSettings):
         description="Sources given to the model with a question (fewer if they don't fit).",
     )
     rag_min_similarity: float = Field(
-        0.35,
+        0.45,
         ge=0.0,
         le=1.0,
         description="Below this cosine similarity of the nearest chunk, grounded mode declines "
         "without asking the model.",
     )
     rag_support_threshold: float = Field(
-        0.5,
+        0.4,
         ge=0.0,
         le=1.0,
         description="How well a source must support an answer sentence for the sentence to cite it "
         "(its words in the passage, and meaning); an answer with no supported sentence is declined.",
     )
     rag_quote_threshold: float = Field(
-        0.6,
+        0.7,
         ge=0.0,
         le=1.0,
         description="When the model's answer has nothing the documents support, a passage that "

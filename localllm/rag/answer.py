@@ -161,7 +161,7 @@ class GroundedChat:
         retriever: Retriever,
         *,
         sources: int = 5,
-        min_similarity: float = 0.35,
+        min_similarity: float = 0.45,
         support_threshold: float = SUPPORT_THRESHOLD,
         quote_threshold: float = QUOTE_THRESHOLD,
         rules: str = GROUNDED_RULES,

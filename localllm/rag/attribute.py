@@ -23,8 +23,8 @@ from localllm.rag.prompt import Source
 
 Embed = Callable[[list[str]], np.ndarray]  # unit vectors, one row per text
 
-SUPPORT_THRESHOLD = 0.5
-QUOTE_THRESHOLD = 0.6  # how well a passage must answer the question to be quoted instead
+SUPPORT_THRESHOLD = 0.4  # chosen on bench/answers.py (bench/README.md), as the two below
+QUOTE_THRESHOLD = 0.7  # how well a passage must answer the question to be quoted instead
 MEANING_WEIGHT = 0.4  # the rest is the words: a passage that says it, not one on the same topic
 MIN_WORDS = 2  # a sentence with fewer content words ("Sure!") is not a claim
 _MARK = re.compile(r"\s*\[(\d+)(?:\s*[,;]\s*\d+)*\]")
