@@ -149,14 +149,26 @@ def score(asked: list[Asked], gate: float, support: float, quote: float) -> dict
         outcome(a, gate, support, quote)[0] in ("declined", "unsupported") for a in unanswerable
     ]
 
-    def share(flags: list[bool]) -> float:
-        return sum(flags) / len(flags) if flags else 0.0
+    return summary(answered, cites, precision, supported, echoes, declined)
 
+
+def share(flags: list[bool]) -> float:
+    return sum(flags) / len(flags) if flags else 0.0
+
+
+def summary(
+    answered: list[bool],
+    cites: list[bool],
+    precision: list[float],
+    supported: list[bool] | None,
+    echoes: list[bool],
+    declined: list[bool],
+) -> dict[str, float]:
     return {
         "answered": share(answered),
         "cited_has_page": share(cites),
         "citation_precision": sum(precision) / len(precision) if precision else 0.0,
-        "supported_sentences": share(supported),
+        "supported_sentences": share(supported) if supported is not None else float("nan"),
         "echoed_by_model": share(echoes),
         "declined_unanswerable": share(declined),
     }
@@ -204,8 +216,8 @@ def main() -> None:
         model = services.models.get("bundled")
         for name, (qa, files) in SETS.items():
             t = time.perf_counter()
-            report = services.ingestor().ingest([CORPUS / f for f in files], name)
-            say(f"{name}: ingested {len(report.results)} files ({time.perf_counter() - t:.0f} s)")
+            ingested = services.ingestor().ingest([CORPUS / f for f in files], name)
+            say(f"{name}: ingested {len(ingested.results)} files ({time.perf_counter() - t:.0f} s)")
             items = subset([q for q in load_qa(qa) if q.doc and q.page], args.answerable)
             own = load_qa(BENCH / "eval" / f"unanswerable_{name}.jsonl")
             for labels in args.labels:
@@ -328,17 +340,7 @@ def model_only(asked: list[Asked]) -> dict[str, float]:
         echoes.append(a.echoed and not a.model_declined)
     declined = [gated(a) or a.model_declined for a in unanswerable]
 
-    def share(flags: list[bool]) -> float:
-        return sum(flags) / len(flags) if flags else 0.0
-
-    return {
-        "answered": share(answered),
-        "cited_has_page": share(cites),
-        "citation_precision": sum(precision) / len(precision) if precision else 0.0,
-        "supported_sentences": float("nan"),
-        "echoed_by_model": share(echoes),
-        "declined_unanswerable": share(declined),
-    }
+    return summary(answered, cites, precision, None, echoes, declined)
 
 
 def table(payload: dict[str, Any]) -> str:

@@ -69,14 +69,14 @@ class Settings(BaseSettings):
         "without asking the model.",
     )
     rag_support_threshold: float = Field(
-        0.4,
+        0.5,
         ge=0.0,
         le=1.0,
         description="How well a source must support an answer sentence for the sentence to cite it "
         "(its words in the passage, and meaning); an answer with no supported sentence is declined.",
     )
     rag_quote_threshold: float = Field(
-        0.7,
+        0.5,
         ge=0.0,
         le=1.0,
         description="When the model's answer has nothing the documents support, a passage that "

@@ -19,16 +19,16 @@ import numpy as np
 
 from localllm.format import pages_label
 from localllm.index.lexical import QUESTION_WORDS, tokenize
-from localllm.rag.prompt import Source
+from localllm.rag.prompt import Source, citation_marks
 
 Embed = Callable[[list[str]], np.ndarray]  # unit vectors, one row per text
 
-SUPPORT_THRESHOLD = 0.4  # chosen on bench/answers.py (bench/README.md), as the two below
-QUOTE_THRESHOLD = 0.7  # how well a passage must answer the question to be quoted instead
+SUPPORT_THRESHOLD = 0.5  # chosen on bench/answers.py (bench/README.md), as the two below
+QUOTE_THRESHOLD = 0.5  # how well a passage must answer the question to be quoted instead
 MEANING_WEIGHT = 0.4  # the rest is the words: a passage that says it, not one on the same topic
+WRONG_NUMBER = 0.25
 MIN_WORDS = 2  # a sentence with fewer content words ("Sure!") is not a claim
 _MARK = re.compile(r"\s*\[(\d+)(?:\s*[,;]\s*\d+)*\]")
-_MARKS = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
 _SENTENCE_END = re.compile(r"(?<=[.!?])(?:\s*\[\d+(?:\s*[,;]\s*\d+)*\])*[\"')\]]*(?=\s+|$)|\n+")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 
@@ -119,10 +119,7 @@ def _trim(text: str, start: int, end: int) -> tuple[int, int]:
 
 
 def marks_of(text: str) -> list[int]:
-    found: list[int] = []
-    for group in _MARKS.findall(text):
-        found += [int(n) for n in re.split(r"\s*[,;]\s*", group)]
-    return found
+    return citation_marks(text)
 
 
 def without_marks(text: str) -> str:
@@ -184,11 +181,13 @@ def attribute(
         best, best_score = None, 0.0
         for j, unit in enumerate(units):
             overlap = len(wanted & unit.words) / len(wanted)
+            score = (
+                overlap
+                if embed is None
+                else ((1 - MEANING_WEIGHT) * overlap + MEANING_WEIGHT * float(meaning[i, j]))
+            )
             if numbers and not numbers <= unit.numbers:
-                overlap *= 0.5  # a number the passage does not state is not supported by it
-            score = (1 - MEANING_WEIGHT) * overlap + MEANING_WEIGHT * float(meaning[i, j])
-            if embed is None:
-                score = overlap
+                score *= WRONG_NUMBER  # a number the passage does not state: not its support
             # the model's own citation wins a tie: it read the sources in order
             if score > best_score or (score == best_score and unit.source in sentence.marks):
                 best, best_score = unit, score

@@ -259,12 +259,14 @@ def standalone_query(question: str, earlier_questions: Sequence[str]) -> str:
     return question
 
 
+CITATION = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")  # [1], [2, 3], [1; 2]
+
+
+def citation_marks(text: str) -> list[int]:
+    """Every number cited as [n] or [n, m], in order, repeats included."""
+    return [int(n) for group in CITATION.findall(text) for n in re.split(r"\s*[,;]\s*", group)]
+
+
 def cited_numbers(answer: str, count: int) -> list[int]:
-    """Source numbers the answer cites as [n] or [n, m], in order of first citation."""
-    found: list[int] = []
-    for group in re.findall(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]", answer):
-        for part in re.split(r"[,;]", group):
-            n = int(part)
-            if 1 <= n <= count and n not in found:
-                found.append(n)
-    return found
+    """Source numbers (1..count) the answer cites, in order of first citation."""
+    return list(dict.fromkeys(n for n in citation_marks(answer) if 1 <= n <= count))
