@@ -181,7 +181,8 @@ def test_a_grounded_answer_through_the_remote_model(
         assert answer.sources[0].file == "reactor.md"
         assert model.prompt_tokens(answer.messages) <= model.answer_budget(params)
         text = "".join(answer.stream(model, params))
-        assert text.strip() and text == answer.text
+        assert text.strip() and text == answer.model_text
+        assert answer.outcome == "answered" and answer.sources[0].cited, answer.text
         assert model.last_stats.completion_tokens > 0
     finally:
         services.close()
