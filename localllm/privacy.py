@@ -15,6 +15,7 @@ _TELEMETRY_OFF = {
     "HF_HUB_DISABLE_TELEMETRY": "1",
     "HF_HUB_DISABLE_IMPLICIT_TOKEN": "1",
     "UNSTRUCTURED_DISABLE_ANALYTICS": "true",
+    "ORT_DISABLE_TELEMETRY": "1",  # read by onnxruntime's native code at import only
 }
 _OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 

@@ -59,6 +59,16 @@ class ExportError(Exception):
     """An ONNX variant could not be built or did not match torch closely enough."""
 
 
+def _onnxruntime() -> Any:
+    """onnxruntime, imported with its telemetry off even if apply_privacy never ran. Its native
+    code reads the variable once, at import: disable_telemetry_events() afterwards still leaves a
+    device id and a database under ~/.cache/Microsoft and looks up Microsoft's collector."""
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    import onnxruntime
+
+    return onnxruntime
+
+
 def artifact_path(model_path: Path, cache_dir: Path, variant: str) -> Path:
     """Where the built file for this model, variant and recipe lives (a new name when any changes)."""
     digest = hashlib.sha256(f"{RECIPE}:{variant}:{version('onnxruntime')}".encode())
@@ -218,6 +228,7 @@ def _export(model: Any, path: Path) -> Path:
 
 def _optimize(model: Any, src: Path, dst: Path) -> Path:
     """Fuse attention, layer norms and GELU; a graph it can't fuse is kept as exported."""
+    _onnxruntime()
     from onnxruntime.transformers.optimizer import optimize_model
 
     config = model[0].auto_model.config
@@ -253,6 +264,8 @@ def _quantize(src: Path, dst: Path) -> Path:
     """Dynamic int8: weights per output channel (per tensor loses too much: mean cosine 0.94),
     activations scaled per call at run time."""
     from onnx import TensorProto
+
+    _onnxruntime()
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     hint = _DropPreprocessHint()
@@ -286,9 +299,9 @@ class OnnxEncoder:
     """Tokenize, run, normalize: the whole embedder in ONNX Runtime, from one cached file."""
 
     def __init__(self, path: Path, *, threads: int, call_tokens: int = 0) -> None:
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
+        ort = _onnxruntime()
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
