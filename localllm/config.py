@@ -102,6 +102,18 @@ class Settings(BaseSettings):
         description="An OpenAI-compatible server (…/v1) that generates instead of llama.cpp here.",
     )
     llm_api_key: str | None = Field(None, description="The key for llm_url, if it needs one.")
+    model_wait_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="Longest an answer waits for the model to finish the one before it; then it "
+        "is refused as busy (the API: 503 with Retry-After).",
+    )
+    api_queue: int = Field(
+        8,
+        ge=0,
+        description="API chats held waiting for the model beyond the one it answers; more are "
+        "refused at once with 503 and Retry-After.",
+    )
     max_upload_mb: int = Field(200, ge=1, description="Largest file the web UI accepts.")
     auth_path: Path = Field(
         Path("data/auth.json"), description="UI users and API keys, hashed; none: no login."

@@ -17,6 +17,10 @@ class PromptTooLongError(LocalLLMError):
     pass
 
 
+class ModelBusyError(LocalLLMError):
+    """The model is answering others and this request waited its limit (or found the queue full)."""
+
+
 class DownloadError(LocalLLMError):
     pass
 

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from localllm.config import Settings
-from localllm.errors import PromptTooLongError
-from localllm.llm.base import GenerationParams, Message
+from localllm.errors import ModelBusyError, PromptTooLongError
+from localllm.llm.base import GenerationParams, GenerationStats, Message
 from localllm.llm.context import fit_to_context, with_system
 from localllm.llm.llamacpp import FALLBACK_TEMPLATE_WARNING, LlamaCppChatModel
 from localllm.llm.manager import LoadOptions, ModelManager
@@ -82,10 +82,40 @@ def test_long_conversation_is_trimmed_not_crashed(bundled_path: Path) -> None:
         model.close()
 
 
+def test_a_megabyte_message_is_refused_before_it_is_tokenized(engine: LlamaCppChatModel) -> None:
+    huge: list[Message] = [{"role": "user", "content": "x" * 1_000_000}]
+    with pytest.raises(PromptTooLongError, match="1,000,000 characters"):
+        list(engine.stream_chat(huge, GREEDY))
+
+
+def test_an_answer_nobody_reads_does_not_hold_the_model(bundled_path: Path) -> None:
+    model = LlamaCppChatModel(bundled_path, context_size=1024, wait_seconds=0.05)
+    story: list[Message] = [{"role": "user", "content": "Write a long story about a dog."}]
+    long = GenerationParams(temperature=0.0, max_tokens=400, seed=1)
+    hi: list[Message] = [{"role": "user", "content": "Hi"}]
+    try:
+        stats = GenerationStats()
+        paused = model.stream_chat(story, long, stats)
+        assert next(paused)  # the reader stops here, as a client that went away does
+        with pytest.raises(ModelBusyError, match="still answering another request"):
+            list(model.stream_chat(hi, GREEDY))
+        stats.cancel.set()  # what the API does when the client goes
+        model.wait_seconds = 30
+        assert "".join(model.stream_chat(hi, GREEDY)).strip(), "the model is free again"
+        assert stats.completion_tokens < 400, "the abandoned answer stopped early"
+
+        forgotten = model.stream_chat(story, long)
+        assert next(forgotten)
+        del forgotten  # collected unread: its end frees the model too
+        assert "".join(model.stream_chat(hi, GREEDY)).strip()
+    finally:
+        model.close()
+
+
 def test_prompt_longer_than_the_context_is_a_clear_error(bundled_path: Path) -> None:
     model = LlamaCppChatModel(bundled_path, context_size=256)
     try:
-        huge = "word " * 2000
+        huge = "word " * 600  # 600 tokens, short of the characters refused unread
         with pytest.raises(PromptTooLongError, match=r"needs \d+ tokens but only \d+ fit"):
             list(model.stream_chat([{"role": "user", "content": huge}], GREEDY))
         # The model is still usable afterwards.

@@ -102,6 +102,10 @@ class ChatAnswer:
             return False
         return self.grounded.declined or is_decline(self.text)
 
+    def cancel(self) -> None:
+        """End the answer at its next token (the model is free for the next one)."""
+        self.stats.cancel.set()
+
     def stream(self) -> Iterator[str]:
         if self.grounded is not None:
             pieces = self.grounded.stream(self.model, self.params, self.stats)

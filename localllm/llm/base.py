@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypedDict
@@ -27,7 +28,8 @@ FinishReason = Literal["stop", "length"]
 
 @dataclass
 class GenerationStats:
-    """What one answer cost; `finish_reason` "length" when max_tokens (or the context) cut it."""
+    """One answer's record: what it cost (`finish_reason` "length" when max_tokens or the context
+    cut it), and `cancel`, which ends the answer at its next token when set (a client gone, Stop)."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -35,6 +37,7 @@ class GenerationStats:
     seconds_total: float = 0.0
     trimmed_messages: int = 0
     finish_reason: FinishReason = "stop"
+    cancel: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
 
 
 class ChatModel(Protocol):

@@ -21,6 +21,22 @@ def answer_budget(context_length: int, params: GenerationParams) -> int:
     return context_length - min(params.max_tokens, context_length // 2)
 
 
+# No tokenizer packs more characters than this into a token of ordinary text: a message longer than
+# this many characters per token of context cannot fit, and is refused before it is tokenized
+# (tokenizing a megabyte takes seconds).
+MAX_CHARS_PER_TOKEN = 16
+
+
+def refuse_oversized(messages: Sequence[Message], context_length: int) -> None:
+    """Raise PromptTooLongError at once for a message that cannot fit in the context."""
+    longest = max((len(m["content"]) for m in messages), default=0)
+    if longest > context_length * MAX_CHARS_PER_TOKEN:
+        raise PromptTooLongError(
+            f"a message of {longest:,} characters is far more than this model's context window "
+            f"of {context_length:,} tokens holds: shorten it, or attach it as a document instead"
+        )
+
+
 def fit_to_context(
     messages: Sequence[Message], prompt_tokens: Callable[[Sequence[Message]], int], budget: int
 ) -> list[Message]:

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import queue
 import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from localllm.errors import ModelLoadError
+from localllm.errors import ModelBusyError, ModelLoadError
 from localllm.llm.base import GenerationParams, GenerationStats, Message
-from localllm.llm.context import answer_budget, fit_to_context
+from localllm.llm.context import answer_budget, fit_to_context, refuse_oversized
 from localllm.llm.threads import apply_openmp_wait_policy, default_batch_threads, default_threads
 
 # Must run before llama_cpp (and with it libgomp) is loaded.
@@ -66,6 +68,13 @@ def _control_tokens(llama: llama_cpp.Llama) -> re.Pattern[str] | None:
     return re.compile("|".join(re.escape(t) for t in sorted(texts, key=len, reverse=True)))
 
 
+@dataclass(frozen=True)
+class _Generation:
+    tokens: list[int]
+    formatted: ChatFormatterResponse
+    max_tokens: int
+
+
 class LlamaCppChatModel:
     """A GGUF model loaded in llama.cpp, chatting through the model's own chat template."""
 
@@ -79,6 +88,7 @@ class LlamaCppChatModel:
         n_threads_batch: int = 0,
         n_gpu_layers: int = -1,
         lora_path: str | Path | None = None,
+        wait_seconds: float = 300.0,
     ) -> None:
         self.path = Path(path)
         self.name = name or self.path.name
@@ -87,6 +97,7 @@ class LlamaCppChatModel:
         self.n_gpu_layers = n_gpu_layers if gpu_offload_supported() else 0
         self.lora_path = Path(lora_path) if lora_path else None
         self._lock = threading.Lock()
+        self.wait_seconds = wait_seconds  # longest an answer waits for the one before it
         self.last_stats = GenerationStats()
         try:
             self._llama: llama_cpp.Llama | None = llama_cpp.Llama(
@@ -163,21 +174,57 @@ class LlamaCppChatModel:
         params: GenerationParams,
         stats: GenerationStats | None = None,
     ) -> Iterator[str]:
+        refuse_oversized(messages, self.context_length)
         budget = self.answer_budget(params)
         kept = list(messages)
         tokens, formatted = self._render(kept)
         if len(tokens) > budget:
             kept = fit_to_context(messages, self.prompt_tokens, budget)
             tokens, formatted = self._render(kept)
-        stops = [formatted.stop] if isinstance(formatted.stop, str) else list(formatted.stop or [])
-        max_tokens = min(params.max_tokens, self.context_length - len(tokens))
         stats = stats if stats is not None else GenerationStats()
         stats.prompt_tokens, stats.trimmed_messages = len(tokens), len(messages) - len(kept)
-        with self._lock:
-            started = time.perf_counter()
+        # The model is generated in a thread of its own that holds the lock, and the pieces come
+        # through a queue: a reader that stops reading (a client gone) sets `cancel`, or is
+        # collected, and the model is free at the next token, never held by a paused generator.
+        pieces: queue.SimpleQueue[str | BaseException | None] = queue.SimpleQueue()
+        job = _Generation(
+            tokens, formatted, min(params.max_tokens, self.context_length - len(tokens))
+        )
+        worker = threading.Thread(
+            target=self._generate, args=(job, params, stats, pieces), daemon=True
+        )
+        worker.start()
+        finished = False
+        try:
+            while (piece := pieces.get()) is not None:
+                if isinstance(piece, BaseException):
+                    raise piece
+                yield piece
+            finished = True
+        finally:
+            if not finished:
+                stats.cancel.set()
+
+    def _generate(
+        self,
+        job: _Generation,
+        params: GenerationParams,
+        stats: GenerationStats,
+        pieces: queue.SimpleQueue[str | BaseException | None],
+    ) -> None:
+        formatted = job.formatted
+        stops = [formatted.stop] if isinstance(formatted.stop, str) else list(formatted.stop or [])
+        if not self._lock.acquire(timeout=self.wait_seconds):
+            pieces.put(self._busy())
+            pieces.put(None)
+            return
+        started = time.perf_counter()
+        try:
+            if stats.cancel.is_set():
+                return
             stream = self.llama.create_completion(
-                prompt=tokens,
-                max_tokens=max_tokens,
+                prompt=job.tokens,
+                max_tokens=job.max_tokens,
                 temperature=params.temperature,
                 top_p=params.top_p,
                 repeat_penalty=params.repeat_penalty,
@@ -188,6 +235,8 @@ class LlamaCppChatModel:
             )
             try:
                 for chunk in stream:
+                    if stats.cancel.is_set():
+                        break
                     choice = chunk["choices"][0]  # type: ignore[index]
                     if choice.get("finish_reason") == "length":
                         stats.finish_reason = "length"
@@ -197,12 +246,23 @@ class LlamaCppChatModel:
                     if not stats.completion_tokens:
                         stats.seconds_to_first_token = time.perf_counter() - started
                     stats.completion_tokens += 1
-                    yield text
+                    pieces.put(text)
             finally:
                 with contextlib.suppress(Exception):
                     stream.close()  # type: ignore[union-attr]
-                stats.seconds_total = time.perf_counter() - started
-                self.last_stats = stats
+        except Exception as e:  # handed to the reader, raised in its thread
+            pieces.put(e)
+        finally:
+            stats.seconds_total = time.perf_counter() - started
+            self.last_stats = stats
+            self._lock.release()
+            pieces.put(None)
+
+    def _busy(self) -> ModelBusyError:
+        return ModelBusyError(
+            f"{self.name} is still answering another request after {self.wait_seconds:.0f} s: "
+            "try again in a moment"
+        )
 
     def choice_logits(self, messages: Sequence[Message], options: Sequence[str]) -> list[float]:
         """The model's next-token logit for the first token of each option, as its answer to
@@ -216,13 +276,17 @@ class LlamaCppChatModel:
                 seen.extend(float(scores[t]) for t in firsts)
             return scores
 
-        with self._lock:
+        if not self._lock.acquire(timeout=self.wait_seconds):
+            raise self._busy()
+        try:
             self.llama.create_completion(
                 prompt=tokens,
                 max_tokens=1,
                 temperature=0.0,
                 logits_processor=llama_cpp.LogitsProcessorList([capture]),
             )
+        finally:
+            self._lock.release()
         return seen
 
     def describe(self) -> str:

@@ -73,6 +73,7 @@ class ModelManager:
                 n_threads=chosen.n_threads,
                 n_threads_batch=chosen.n_threads_batch or self.settings.n_threads_batch,
                 n_gpu_layers=chosen.n_gpu_layers,
+                wait_seconds=self.settings.model_wait_seconds,
             )
             self._key, self.info = key, info
             return self._model

@@ -20,7 +20,7 @@ import httpx
 
 from localllm.errors import RemoteModelError
 from localllm.llm.base import GenerationParams, GenerationStats, Message
-from localllm.llm.context import answer_budget, fit_to_context
+from localllm.llm.context import answer_budget, fit_to_context, refuse_oversized
 
 CHARS_PER_TOKEN = 3.5  # the estimate where a server cannot count: English text with a BPE tokenizer
 DEFAULT_CONTEXT = 4096
@@ -109,6 +109,7 @@ class RemoteChatModel:
         params: GenerationParams,
         stats: GenerationStats | None = None,
     ) -> Iterator[str]:
+        refuse_oversized(messages, self.context_length)
         budget = self.answer_budget(params)
         kept = list(messages)
         tokens = self.prompt_tokens(kept)
@@ -259,6 +260,9 @@ class RemoteChatModel:
                     response.read()
                     raise self._status_error(response)
                 for line in response.iter_lines():
+                    if stats.cancel.is_set():
+                        finished = True
+                        break
                     if not line.startswith("data:"):
                         continue  # blank separators, ": ping" comments, event names
                     payload = line[5:].strip()

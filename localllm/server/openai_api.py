@@ -8,10 +8,12 @@ hold up the server's event loop, so the page and other requests answer while the
 
 from __future__ import annotations
 
+import itertools
 import json
+import threading
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
@@ -19,14 +21,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
+from starlette.concurrency import iterate_in_threadpool
 
 from localllm.chat.service import ChatAnswer, ChatMessage, ChatRequest
-from localllm.errors import LocalLLMError, ModelNotFoundError
+from localllm.errors import LocalLLMError, ModelBusyError, ModelNotFoundError, PromptTooLongError
 from localllm.llm.catalog import chat_models
 from localllm.llm.manager import params_from_settings
 from localllm.server.auth import AuthStore
 from localllm.services import Services
 
+RETRY_AFTER = "5"  # seconds: about one short answer on a small model
 SOURCE_FIELDS = ("n", "file", "page", "pages", "text", "score", "cited", "spans")
 
 
@@ -58,8 +62,67 @@ class EmbeddingBody(BaseModel):
     model: str | None = None
 
 
-def error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status)
+def error(
+    status: int,
+    message: str,
+    kind: str = "invalid_request_error",
+    *,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {"message": message, "type": kind}
+    if code:
+        body["code"] = code
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+def busy(message: str) -> JSONResponse:
+    return error(
+        503, f"{message}: retry shortly", "server_busy", headers={"Retry-After": RETRY_AFTER}
+    )
+
+
+def refusal(e: Exception, *, during_generation: bool = False) -> JSONResponse:
+    """The status for an answer that could not be made: the request's fault (400), the model
+    busy (503), or a failure while generating (500)."""
+    if isinstance(e, ModelBusyError):
+        return busy(str(e))
+    if isinstance(e, PromptTooLongError):
+        return error(400, str(e), code="context_length_exceeded")
+    if during_generation:
+        return error(500, str(e), "server_error")
+    return error(400, str(e))
+
+
+class Admission:
+    """How many chats the API takes at once: the one the model answers and those queued for it;
+    beyond that a request is refused at once instead of piling up."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._slots = threading.BoundedSemaphore(size)
+
+    def enter(self) -> Callable[[], None] | None:
+        """A slot, as the function that gives it back (once, however often called); None: full."""
+        if not self._slots.acquire(blocking=False):
+            return None
+        left = threading.Event()
+
+        def leave() -> None:
+            if not left.is_set():
+                left.set()
+                self._slots.release()
+
+        return leave
+
+
+async def until_done(events: Iterator[str], done: Callable[[], None]) -> AsyncIterator[str]:
+    """Stream `events` from the thread pool; `done` runs when the stream ends or its client goes."""
+    try:
+        async for event in iterate_in_threadpool(events):
+            yield event
+    finally:
+        done()
 
 
 def validation_message(errors: list[dict[str, Any]]) -> str:
@@ -131,6 +194,8 @@ def build_router(services: Services) -> APIRouter:
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
 
+    admission = Admission(1 + settings.api_queue)
+
     @router.post("/chat/completions", response_model=None)
     def chat_completions(body: ChatCompletionBody) -> Any:
         stop = [body.stop] if isinstance(body.stop, str) else (body.stop or [])
@@ -149,20 +214,36 @@ def build_router(services: Services) -> APIRouter:
             collection=body.collection,
             documents=body.documents,
         )
+        leave = admission.enter()
+        if leave is None:
+            return busy(f"{admission.size} chats are already answering or waiting for the model")
+        handed_on = False
         try:
-            answer = services.chat.answer(request)
-        except ModelNotFoundError as e:
-            return error(404, str(e), "not_found_error")
-        except (ValueError, LocalLLMError) as e:
-            return error(400, str(e))
-        reply = Completion(answer, grounded=bool(body.collection))
-        if body.stream:
+            try:
+                answer = services.chat.answer(request)
+            except ModelNotFoundError as e:
+                return error(404, str(e), "not_found_error")
+            except (ValueError, LocalLLMError) as e:
+                return refusal(e)
+            reply = Completion(answer, grounded=bool(body.collection))
+            try:
+                reply.start()  # waits for the model: a refusal still gets its status code
+            except LocalLLMError as e:
+                return refusal(e, during_generation=True)
+            if not body.stream:
+                try:
+                    return reply.whole()
+                except LocalLLMError as e:
+                    return refusal(e, during_generation=True)
             usage = bool(body.stream_options and body.stream_options.include_usage)
-            return StreamingResponse(reply.events(usage), media_type="text/event-stream")
-        try:
-            return reply.whole()
-        except LocalLLMError as e:
-            return error(500, str(e), "server_error")
+            handed_on = True
+            return StreamingResponse(
+                until_done(reply.events(usage), lambda: (answer.cancel(), leave())),
+                media_type="text/event-stream",
+            )
+        finally:
+            if not handed_on:
+                leave()
 
     return router
 
@@ -175,6 +256,7 @@ class Completion:
         self.grounded = grounded
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
+        self._pieces: Iterator[str] = iter(())
 
     def sources(self) -> list[dict[str, Any]]:
         return [{k: s.to_dict()[k] for k in SOURCE_FIELDS} for s in self.answer.sources]
@@ -201,8 +283,15 @@ class Completion:
             extra["model_answer"] = grounded.model_text
         return extra
 
+    def start(self) -> None:
+        """Begin the answer: wait for the model and its first piece, raising what stops it."""
+        pieces = self.answer.stream()
+        first = next(pieces, None)
+        self._pieces = itertools.chain([] if first is None else [first], pieces)
+
     def whole(self) -> dict[str, Any]:
-        "".join(self.answer.stream())
+        for _ in self._pieces:
+            pass
         text = self.answer.text
         body: dict[str, Any] = {
             "id": self.id,
@@ -242,7 +331,7 @@ class Completion:
         first = {"sources": self.sources()} if self.grounded and self.answer.sources else {}
         yield self._delta({"role": "assistant"}, **first, **usage)
         try:
-            for piece in self.answer.stream():
+            for piece in self._pieces:
                 yield self._delta({"content": piece}, **usage)
         except LocalLLMError as e:
             yield f"data: {json.dumps({'error': {'message': str(e), 'type': 'server_error'}})}\n\n"
