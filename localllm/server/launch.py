@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from typing import Any
+
+from starlette.middleware import Middleware
 
 from localllm.config import Settings
 from localllm.llm.download import clean_staging
 from localllm.server.auth import AuthStore, is_local
 from localllm.server.openai_api import build_router
+from localllm.server.signin import SignInGate
 from localllm.server.spaces import SESSION_CAPACITY, on_spaces, prepare_space
 from localllm.services import Services
 from localllm.ui.app import THEME, build_app
@@ -40,8 +44,14 @@ def launch(
         kwargs["state_session_capacity"] = SESSION_CAPACITY
     access = AuthStore(settings.auth_path)
     if access.enabled:
-        kwargs["auth"] = access.check_user
+
+        async def check_user(name: str, password: str) -> bool:
+            # scrypt takes a while: off the event loop that serves everyone else's page
+            return await asyncio.to_thread(access.check_user, name, password)
+
+        kwargs["auth"] = check_user
         kwargs["auth_message"] = "LocalLLM: sign in"
+        kwargs["app_kwargs"] = {"middleware": [Middleware(SignInGate)]}
         if not access.users():
             log.warning("API keys are set but no UI user: add one with `localllm auth add-user`")
     elif not is_local(kwargs["server_name"]):
