@@ -8,6 +8,7 @@ Every file that can't be indexed raises DocumentError with a message that starts
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
@@ -20,6 +21,13 @@ SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(
     {".pdf", ".docx", ".pptx", ".html", ".htm", ".md", ".markdown", ".txt"}
 )
 OCR_HINT = "OCR is not available (apt-get install tesseract-ocr)"
+
+# Word and PowerPoint files are ZIP archives whose parts their readers unpack into memory: an archive
+# that unpacks past MAX_UNPACKED, or a part that unpacks to over MAX_RATIO times its packed size
+# (and past RATIO_FLOOR), is a zip bomb, refused before anything is unpacked.
+MAX_UNPACKED = 2 << 30
+MAX_RATIO = 100
+RATIO_FLOOR = 64 << 20
 
 _EXECUTABLE_MAGIC = (
     b"\x7fELF",
@@ -73,6 +81,8 @@ def parse_file(
     if suffix == ".pdf":
         return _parse_pdf(path, name, sha256, ocr=ocr, on_page=on_page, should_stop=should_stop)
     warnings: list[str] = []
+    if suffix in (".docx", ".pptx"):
+        _check_archive(path, name, suffix)
     try:
         if suffix == ".docx":
             elements, pages = office.read_docx(path)
@@ -131,12 +141,30 @@ def _check_content(name: str, suffix: str, head: bytes) -> None:
         raise DocumentError(f"{name}: not a {suffix} text file: it holds binary data")
 
 
+def _check_archive(path: Path, name: str, suffix: str) -> None:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            parts = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        raise DocumentError(f"{name}: {_explain(suffix, e)}") from e
+    unpacked = sum(p.file_size for p in parts)
+    bomb = any(p.file_size > max(RATIO_FLOOR, MAX_RATIO * p.compress_size) for p in parts)
+    if unpacked > MAX_UNPACKED or bomb:
+        packed = path.stat().st_size
+        raise DocumentError(
+            f"{name}: unpacks to {unpacked / (1 << 20):,.0f} MB from {packed / (1 << 20):,.1f} MB "
+            "(a zip bomb, or damaged): refused without unpacking it"
+        )
+
+
 def _detail(error: Exception) -> str:
     return str(error).strip() or type(error).__name__
 
 
 def _explain(suffix: str, error: Exception) -> str:
     detail = _detail(error)
+    if isinstance(error, zipfile.BadZipFile) or type(error).__name__ == "PackageNotFoundError":
+        detail = "its ZIP structure is damaged or incomplete: a cut-off copy?"
     if suffix in (".docx", ".pptx"):
         kind = "Word" if suffix == ".docx" else "PowerPoint"
         return f"can't be read as a {kind} {suffix} file; it may be damaged ({detail})"
