@@ -1,0 +1,90 @@
+"""Damaged and hostile documents fail with one clear line each, and take nothing stored with them.
+
+A small sample of what bench/robustness.py runs in hundreds: hypothesis-driven mutations of real
+corpus PDFs and of Office files, and the named hostile cases (a zip bomb, absurd page counts, deep
+nesting, a program or HTML named .pdf).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from localllm.documents.model import DocumentError
+from localllm.documents.parse import parse_file
+from tests.conftest import cli_env, run_cli
+from tests.corpus import corpus_file
+from tests.mutations import Sample, hostile, mutated, seeds
+
+POOL = seeds(("congress.pdf", "ocrmypdf-multipage.pdf", "debian-faq.en.pdf"))
+
+
+def one_clear_line(sample: Sample, folder: Path) -> str | None:
+    """Parse `sample`: None when it parsed, else its error, which must be one line naming it."""
+    path = folder / sample.name
+    path.write_bytes(sample.data)
+    try:
+        parse_file(path, ocr=False)
+    except DocumentError as e:
+        message = str(e)
+        assert message.startswith(sample.name), (sample.how, message)
+        assert "\n" not in message and "Traceback" not in message, (sample.how, message)
+        assert str(folder) not in message, f"a temp path leaked: {message}"
+        return message
+    return None
+
+
+@given(mutated(POOL))
+@settings(
+    max_examples=60,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+def test_damaged_documents_parse_or_fail_with_one_clear_line(sample: Sample) -> None:
+    corpus_file("debian-faq.en.pdf")
+    with tempfile.TemporaryDirectory() as folder:
+        one_clear_line(sample, Path(folder))  # any other exception fails the example
+
+
+@pytest.mark.parametrize("sample", hostile(bomb_size=1 << 30), ids=lambda s: s.name)
+def test_hostile_documents_are_refused(sample: Sample, tmp_path: Path) -> None:
+    message = one_clear_line(sample, tmp_path)
+    assert message is not None, f"{sample.how} was accepted"
+    if "bomb" in sample.name:
+        assert "refused without unpacking it" in message
+
+
+def test_a_batch_of_damaged_files_keeps_the_good_ones_and_the_store(tmp_path: Path) -> None:
+    env = cli_env(
+        LOCALLLM_DOCS_STORE=str(tmp_path / "store"),
+        LOCALLLM_MODELS_DIR=str(tmp_path / "models"),
+    )
+    earlier = tmp_path / "earlier.md"
+    earlier.write_text("# Garden\n\nThe heron nests by the north pond every spring.\n")
+    first = run_cli("ingest", str(earlier), "--json", env=env)
+    assert first.returncode == 0, first.stderr
+
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    bad = hostile(bomb_size=1 << 28)
+    for sample in bad:
+        (batch / sample.name).write_bytes(sample.data)
+    good = batch / "ferries.md"
+    good.write_text("# Ferries\n\nThe morning ferry leaves the harbour at 7:15 on weekdays.\n")
+    result = run_cli("ingest", str(batch), "--json", env=env, timeout=300)
+    report = json.loads(result.stdout)
+    by_name = {r["name"]: r for r in report["files"]}
+    assert by_name["ferries.md"]["status"] == "added"
+    for sample in bad:
+        entry = by_name[sample.name]
+        assert entry["status"] == "failed", (sample.how, entry)
+        assert entry["error"].count("\n") == 0 and "Traceback" not in result.stderr
+    for question, expected in (("where does the heron nest", "north pond"), ("ferry", "7:15")):
+        found = run_cli("search", question, "--json", env=env)
+        assert found.returncode == 0, found.stderr
+        assert expected in json.loads(found.stdout)[0]["text"]
