@@ -58,9 +58,25 @@ HTML = (
 )
 
 
-def seeds(pdfs: tuple[str, ...] = SEED_PDFS) -> list[Sample]:
-    """The intact files every mutation starts from."""
-    found = [Sample(n, (CORPUS / n).read_bytes(), "intact") for n in pdfs if (CORPUS / n).is_file()]
+def first_pages(name: str, pages: int) -> bytes:
+    """The first `pages` pages of a corpus PDF, as a PDF of their own (quick to ingest)."""
+    import pypdfium2 as pdfium
+
+    source = pdfium.PdfDocument(CORPUS / name)
+    part = pdfium.PdfDocument.new()
+    part.import_pages(source, list(range(min(pages, len(source)))))
+    out = io.BytesIO()
+    part.save(out)
+    return out.getvalue()
+
+
+def seeds(pdfs: tuple[str, ...] = SEED_PDFS, pages: int = 0) -> list[Sample]:
+    """The intact files every mutation starts from (PDFs cut to their first `pages`, when > 0)."""
+    found = [
+        Sample(n, first_pages(n, pages) if pages else (CORPUS / n).read_bytes(), "intact")
+        for n in pdfs
+        if (CORPUS / n).is_file()
+    ]
     return [
         *found,
         Sample("manual.docx", _docx(), "intact"),
