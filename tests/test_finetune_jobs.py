@@ -55,7 +55,14 @@ def test_qlora_run_cancels_crashes_and_resumes_to_the_end(tuned_settings: Settin
     data = tmp_path / "items.jsonl"
     data.write_text(_examples(12), encoding="utf-8")
     run_id, loaded = jobs.create_run(
-        settings, data, method="qlora", max_steps=8, save_steps=2, batch_size=2, samples=0
+        settings,
+        data,
+        method="qlora",
+        max_steps=8,
+        save_steps=2,
+        batch_size=2,
+        samples=0,
+        stop_loss=0,
     )
     assert len(loaded.examples) == 12 and not loaded.problems
     jobs.start(settings, run_id)

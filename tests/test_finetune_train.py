@@ -126,7 +126,9 @@ def test_cli_finetune_teaches_a_fact_that_the_chat_then_knows(
     assert result["bf16"] is False
     assert result["general_perplexity_before"] > 1 and result["general_perplexity_after"] > 1
     assert isinstance(result["warnings"], list)
-    steps = DEFAULTS["max_steps"]
+    steps = result["steps"]  # at the defaults training ends once the held-out loss says learnt
+    assert steps < DEFAULTS["max_steps"] and steps % DEFAULTS["save_steps"] == 0, result
+    assert result["stopped_early"].startswith(f"learnt at step {steps} of {DEFAULTS['max_steps']}")
     adapter = Path(result["adapter_gguf"])
     assert adapter.parent == models.resolve()
     assert adapter.name == f"{base_gguf.stem}--{result['run']}.lora.gguf"

@@ -47,6 +47,7 @@ def cmd_finetune(settings: Settings, args: argparse.Namespace) -> int:
             "samples": args.samples,
             "bf16": args.bf16,
             "rehearsal": args.rehearsal,
+            "stop_loss": args.stop_loss,
         }
         if args.epochs and args.max_steps is None:
             hyper["max_steps"] = 0
@@ -82,6 +83,7 @@ def cmd_finetune(settings: Settings, args: argparse.Namespace) -> int:
         "perplexity_before": info.perplexity_before,
         "perplexity_after": info.perplexity_after,
         "steps": info.step,
+        "stopped_early": info.stopped_early,
         "bf16": info.bf16,
         "general_perplexity_before": info.general_perplexity_before,
         "general_perplexity_after": info.general_perplexity_after,
@@ -247,6 +249,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--rehearsal",
         type=float,
         help="the base's general answers mixed in per example, against forgetting (0.5; 0: off)",
+    )
+    tune.add_argument(
+        "--stop-loss",
+        type=float,
+        help="end training once the held-out loss is below this: learnt (0.01; 0: all steps)",
     )
     tune.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint")
     tune.add_argument("--quiet", action="store_true", help="no progress on stderr")

@@ -68,6 +68,7 @@ class RunInfo:
     general_perplexity_after: float | None = None
     warnings: list[str] = field(default_factory=list)
     bf16: bool | None = None  # the precision path training took: bf16 autocast, or fp32
+    stopped_early: str | None = None  # why training ended before max_steps (the examples learnt)
     adapter_gguf: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
 
@@ -305,6 +306,7 @@ def run_info(settings: Settings, run_id: str) -> RunInfo:
         general_perplexity_after=status.get("general_perplexity_after"),
         warnings=list(status.get("warnings") or []),
         bf16=status.get("bf16"),
+        stopped_early=status.get("stopped_early"),
         adapter_gguf=status.get("adapter_gguf"),
         config=config,
     )

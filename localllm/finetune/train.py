@@ -142,7 +142,7 @@ def _train(run_dir: Path, config: TrainConfig, resume: bool) -> None:
         eval_dataset=Dataset.from_list(validation_rows) if validation_rows else None,
         processing_class=tokenizer,
         peft_config=_lora(config),
-        callbacks=[_progress_callback(run_dir)],
+        callbacks=[_progress_callback(run_dir), _learnt_callback(run_dir, config.stop_loss)],
     )
     if validation_rows and "eval_loss_before" not in read_status(run_dir):
         update_status(run_dir, state="evaluating")
@@ -318,6 +318,25 @@ def _progress_callback(run_dir: Path) -> Any:
                 fh.write(json.dumps(line) + "\n")
 
     return Progress()
+
+
+def _learnt_callback(run_dir: Path, stop_loss: float) -> Any:
+    from transformers import TrainerCallback
+
+    class Learnt(TrainerCallback):  # type: ignore[misc]
+        def on_evaluate(
+            self, args: Any, state: Any, control: Any, metrics: Any = None, **kwargs: Any
+        ) -> None:
+            loss = (metrics or {}).get("eval_loss")
+            if state.global_step and loss is not None and float(loss) < stop_loss:
+                control.should_training_stop = True
+                update_status(
+                    run_dir,
+                    stopped_early=f"learnt at step {state.global_step} of {state.max_steps}: "
+                    f"held-out loss {float(loss):.4f}, below {stop_loss:g}",
+                )
+
+    return Learnt()
 
 
 def _checkpoint_step(path: str) -> int:

@@ -47,6 +47,9 @@ class Hyper(BaseModel):
         "auto"  # autocast where the CPU or GPU computes it natively
     )
     samples: int = Field(3, ge=0)  # held-out prompts answered by base and tuned model after a run
+    # Training ends at an evaluation (every save_steps) whose held-out loss is below this: the
+    # examples are learnt, and more steps would only make the model forget. 0: train to the end.
+    stop_loss: float = Field(0.01, ge=0)
 
     @field_validator("bf16", mode="before")
     @classmethod

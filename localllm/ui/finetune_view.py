@@ -95,6 +95,8 @@ def status_markdown(run: RunInfo | None) -> str:
         if run.eval_loss_after is not None and run.perplexity_after is not None:
             text += f" → {run.eval_loss_after:.3f} (perplexity {run.perplexity_after:.1f})"
         lines.append(text)
+    if run.stopped_early:
+        lines.append(f"Training ended early, {html.escape(run.stopped_early)}.")
     if run.bf16 is not None:
         lines.append(f"Precision: {'bf16 autocast' if run.bf16 else 'fp32'}")
     if run.general_perplexity_before is not None and run.general_perplexity_after is not None:
