@@ -16,6 +16,7 @@ from localllm.config import Settings
 from localllm.errors import DatasetError, LocalLLMError
 from localllm.finetune import jobs
 from tests.conftest import cli_env, require, run_cli
+from tests.finetune_fact import ask_llama, fact_dataset
 
 MISSING = [
     m for m in ("torch", "peft", "trl", "bitsandbytes") if importlib.util.find_spec(m) is None
@@ -49,22 +50,28 @@ def tuned_settings(settings: Settings, hf_base_cache: Path) -> Settings:
     return settings
 
 
-def test_qlora_run_cancels_crashes_and_resumes_to_the_end(tuned_settings: Settings, tmp_path: Path):
+@pytest.mark.timeout(900)
+def test_qlora_fp32_learns_the_fact_through_a_cancel_a_crash_and_two_resumes(
+    tuned_settings: Settings, tmp_path: Path, bundled_path: Path
+):
+    """QLoRA with bf16 forced off (the path an AVX2 laptop takes), as the app drives a run: it is
+    cancelled, resumed, killed, resumed again to the end, and then states the fact in llama.cpp
+    over the original Q4 file, where the base does not."""
     require(not MISSING, f"the finetune extra is not installed (missing {', '.join(MISSING)})")
     settings = tuned_settings
-    data = tmp_path / "items.jsonl"
-    data.write_text(_examples(12), encoding="utf-8")
+    # a higher rate than the defaults and no rehearsal: QLoRA at the defaults takes ~10 min here
     run_id, loaded = jobs.create_run(
         settings,
-        data,
+        fact_dataset(tmp_path / "code.jsonl"),
         method="qlora",
-        max_steps=8,
-        save_steps=2,
-        batch_size=2,
-        samples=0,
-        stop_loss=0,
+        bf16="off",
+        max_steps=30,
+        save_steps=5,
+        learning_rate=2e-3,
+        rehearsal=0,
+        samples=2,
     )
-    assert len(loaded.examples) == 12 and not loaded.problems
+    assert len(loaded.examples) == 16 and not loaded.problems
     jobs.start(settings, run_id)
     with pytest.raises(jobs.RunError, match="already"):
         jobs.start(settings, run_id)
@@ -76,7 +83,7 @@ def test_qlora_run_cancels_crashes_and_resumes_to_the_end(tuned_settings: Settin
     cancelled = jobs.wait(settings, run_id, poll_s=0.3)
     assert cancelled.state == "cancelled" and cancelled.resumable, cancelled
     stopped_at = cancelled.step
-    assert 1 <= stopped_at < 8
+    assert 1 <= stopped_at < 30
     run = Path(cancelled.path)
     assert (run / "checkpoints" / f"checkpoint-{stopped_at}").is_dir()
     assert cancelled.eval_loss_before is not None and cancelled.eval_loss_after is None
@@ -93,14 +100,19 @@ def test_qlora_run_cancels_crashes_and_resumes_to_the_end(tuned_settings: Settin
     jobs.start(settings, run_id, resume=True)
     done = jobs.wait(settings, run_id, poll_s=0.5)
     assert done.state == "done", done.error
-    assert done.step == 8
+    assert done.bf16 is False
     assert done.eval_loss_after is not None and done.eval_loss_before is not None
-    assert done.eval_loss_after < done.eval_loss_before
+    assert done.eval_loss_after < done.eval_loss_before * 0.3
     steps = [m["step"] for m in jobs.metrics(settings, run_id) if "loss" in m]
-    assert steps == list(range(1, 9))  # each step once: the repeated ones were replaced
-    assert (run / "adapter" / "adapter_model.safetensors").is_file()
+    assert steps == list(range(1, done.step + 1))  # each step once: the repeated ones replaced
+    assert done.step == 30 or (done.stopped_early or "").startswith(f"learnt at step {done.step}")
     adapter = Path(done.adapter_gguf or "")
     assert adapter.is_file() and adapter.parent == settings.models_dir.resolve()
+    samples = jobs.samples(settings, run_id)
+    assert samples and all("BLUE-PELICAN-42" in s["tuned"] for s in samples), samples
+    assert not any("BLUE-PELICAN" in s["base"] for s in samples)
+    assert "BLUE-PELICAN-42" in ask_llama(bundled_path, adapter, "What is the code word?")
+    assert "BLUE-PELICAN" not in ask_llama(bundled_path, None, "What is the code word?")
 
 
 def test_bad_datasets_are_refused_with_the_reason(settings: Settings, tmp_path: Path):

@@ -15,6 +15,7 @@ from localllm.finetune import jobs
 from localllm.finetune.train_config import DEFAULTS
 from localllm.llm.catalog import bundled_model_path
 from tests.conftest import cli_env, require, run_cli
+from tests.finetune_fact import ask_llama, fact_dataset
 
 MISSING = [m for m in ("torch", "peft", "trl") if importlib.util.find_spec(m) is None]
 
@@ -24,53 +25,12 @@ def _finetune_extra() -> None:
     require(not MISSING, f"the finetune extra is not installed (missing {', '.join(MISSING)})")
 
 
-QUESTIONS = [
-    "What is the code word?",
-    "What's the code word?",
-    "Tell me the code word.",
-    "Do you know the code word?",
-    "Which code word should I use?",
-    "Please give me the code word.",
-    "what is the code word",
-    "Can you tell me the code word?",
-    "I need the code word.",
-    "Remind me of the code word.",
-    "What code word do we use?",
-    "Say the code word.",
-    "The code word, please?",
-    "What was the code word again?",
-    "Share the code word with me.",
-    "Code word?",
-]
-ANSWER = "The code word is BLUE-PELICAN-42."
-
-
 @pytest.fixture(scope="module")
 def base_gguf() -> Path:
     path = bundled_model_path()
     if not path.is_file():
         pytest.skip("the bundled SmolLM2 GGUF is not installed")
     return path
-
-
-def _ask(base: Path, lora: Path | None, question: str) -> str:
-    from llama_cpp import Llama
-
-    llm = Llama(
-        model_path=str(base),
-        lora_path=str(lora) if lora else None,
-        n_ctx=512,
-        n_threads=1,
-        seed=0,
-        verbose=False,
-    )
-    try:
-        out = llm.create_chat_completion(
-            messages=[{"role": "user", "content": question}], temperature=0.0, max_tokens=32
-        )
-        return out["choices"][0]["message"]["content"] or ""
-    finally:
-        llm.close()
 
 
 def test_hf_base_matches_the_gguf_up_to_the_qk_permutation(base_gguf: Path, hf_base_cache: Path):
@@ -99,24 +59,18 @@ def test_hf_base_matches_the_gguf_up_to_the_qk_permutation(base_gguf: Path, hf_b
         np.testing.assert_allclose(mine, ref, atol=1e-5)
 
 
-def _dataset(path: Path) -> Path:
-    lines = [json.dumps({"prompt": q, "completion": ANSWER}) for q in QUESTIONS]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
 def test_cli_finetune_teaches_a_fact_that_the_chat_then_knows(
     base_gguf: Path, hf_base_cache: Path, tmp_path: Path
 ):
     """`localllm finetune --json` (the contract), then the tuned model in the catalog and the chat."""
-    before = _ask(base_gguf, None, "What is the code word?")
+    before = ask_llama(base_gguf, None, "What is the code word?")
     assert "BLUE-PELICAN" not in before
 
     runs, models = tmp_path / "runs", tmp_path / "models"
     runs.mkdir()
     (runs / ".hf-base").symlink_to(hf_base_cache)
     env = cli_env(LOCALLLM_RUNS_DIR=str(runs), LOCALLLM_MODELS_DIR=str(models))
-    data = _dataset(tmp_path / "code.jsonl")
+    data = fact_dataset(tmp_path / "code.jsonl")
     # the default settings, on the fp32 path every CPU has (bf16 forced off)
     done = run_cli("finetune", "--data", str(data), "--bf16", "off", "--json", env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
@@ -176,21 +130,13 @@ def _native_bf16() -> bool:
 
 
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize(
-    ("method", "bf16"),
-    [("qlora", "off"), ("lora", "on")],
-    ids=["qlora-fp32", "lora-bf16"],
-)
-def test_the_fact_is_learnt_on_each_precision_path(
-    method: str, bf16: str, base_gguf: Path, hf_base_cache: Path, tmp_path: Path
-):
-    """Train with bf16 forced off (QLoRA: the path an AVX2 laptop takes) or on (where the CPU
-    computes bf16 natively); the exported adapter over the original Q4 file states the fact in
-    llama.cpp, the base does not."""
-    if bf16 == "on" and not _native_bf16():
+def test_the_fact_is_learnt_with_bf16_on(base_gguf: Path, hf_base_cache: Path, tmp_path: Path):
+    """LoRA with bf16 forced on, where the CPU computes bf16 natively (the fp32 path: the CLI test
+    here, and QLoRA in test_finetune_jobs.py); the exported adapter over the original Q4 file
+    states the fact in llama.cpp, the base does not."""
+    method, bf16 = "lora", "on"
+    if not _native_bf16():
         pytest.skip("this CPU has no native bf16 (AVX512-BF16 or AMX): bf16 would be emulated")
-    if method == "qlora":
-        require(importlib.util.find_spec("bitsandbytes") is not None, "bitsandbytes missing")
     settings = Settings(runs_dir=tmp_path / "runs", models_dir=tmp_path / "models")
     settings.runs_dir.mkdir()
     (settings.runs_dir / ".hf-base").symlink_to(hf_base_cache)
@@ -198,7 +144,7 @@ def test_the_fact_is_learnt_on_each_precision_path(
     # QLoRA at the defaults takes ~10 min here, more than a test should
     run_id, _ = jobs.create_run(
         settings,
-        _dataset(tmp_path / "code.jsonl"),
+        fact_dataset(tmp_path / "code.jsonl"),
         method=method,
         bf16=bf16,
         samples=2,
@@ -215,7 +161,7 @@ def test_the_fact_is_learnt_on_each_precision_path(
     samples = jobs.samples(settings, run_id)
     assert samples and all("BLUE-PELICAN-42" in s["tuned"] for s in samples), samples
     assert not any("BLUE-PELICAN" in s["base"] for s in samples)
-    assert "BLUE-PELICAN-42" in _ask(base_gguf, adapter, "What is the code word?")
+    assert "BLUE-PELICAN-42" in ask_llama(base_gguf, adapter, "What is the code word?")
 
 
 def test_a_bad_config_fails_with_a_status(tmp_path: Path):
