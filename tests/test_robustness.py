@@ -8,7 +8,9 @@ nesting, a program or HTML named .pdf).
 from __future__ import annotations
 
 import json
+import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 
 from localllm.documents.model import DocumentError
 from localllm.documents.parse import parse_file
-from tests.conftest import cli_env, run_cli
+from tests.conftest import cli_env, require, run_cli
 from tests.corpus import corpus_file
 from tests.mutations import Sample, hostile, mutated, seeds
 
@@ -88,3 +90,40 @@ def test_a_batch_of_damaged_files_keeps_the_good_ones_and_the_store(tmp_path: Pa
         found = run_cli("search", question, "--json", env=env)
         assert found.returncode == 0, found.stderr
         assert expected in json.loads(found.stdout)[0]["text"]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 40 MB file system of its own (tmpfs; mounting needs root, which CI has)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(disk)], capture_output=True
+    )
+    require(mounted.returncode == 0, "mounting a small tmpfs needs root")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_full_disk_refuses_the_document_and_keeps_the_store(
+    small_disk: Path, tmp_path: Path
+) -> None:
+    env = cli_env(
+        LOCALLLM_DOCS_STORE=str(small_disk / "store"),
+        LOCALLLM_MODELS_DIR=str(tmp_path / "models"),
+    )
+    earlier = tmp_path / "earlier.md"
+    earlier.write_text("# Garden\n\nThe heron nests by the north pond every spring.\n")
+    assert run_cli("ingest", str(earlier), "--json", env=env).returncode == 0
+    # R-intro's ~570 passages need more than the ~39 MB left: refused before it is embedded
+    result = run_cli("ingest", str(corpus_file("R-intro.pdf")), "--json", env=env, timeout=300)
+    entry = json.loads(result.stdout)["files"][0]
+    assert entry["status"] == "failed", entry
+    assert "not enough disk space" in entry["error"] and "MB free" in entry["error"]
+    assert "Traceback" not in result.stderr
+    listed = json.loads(run_cli("docs", "--json", env=env).stdout)["documents"]
+    assert [d["name"] for d in listed] == ["earlier.md"]
+    found = run_cli("search", "where does the heron nest", "--json", env=env)
+    assert "north pond" in json.loads(found.stdout)[0]["text"]

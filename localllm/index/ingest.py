@@ -212,6 +212,7 @@ class Ingestor:
         chunks = chunk_document(doc, self.embedder.count_tokens, self.chunk_tokens)
         if not chunks:
             raise DocumentError(f"{name}: no text to index")
+        self.store.check_space(len(chunks))  # before minutes of embedding, not after
         timings["chunk"], clock = time.perf_counter() - clock, time.perf_counter()
         report_stage("embed", 0.5)
         try:
