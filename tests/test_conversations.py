@@ -228,3 +228,20 @@ def test_threads_share_one_store(store: ConversationStore) -> None:
         assert store.get(conversation).messages == 50
     ids = [m.id for c in conversations for m in store.messages(c)]
     assert len(set(ids)) == 200
+
+
+def test_a_store_locked_by_another_program_is_a_clear_error_and_loses_nothing(
+    store: ConversationStore, path: Path
+) -> None:
+    kept = store.create("Before the lock")
+    store.add_message(kept, "user", "Where does the heron nest?")
+    with closing(sqlite3.connect(path, isolation_level=None)) as other:
+        other.execute("BEGIN EXCLUSIVE")  # a second app on the same data folder, mid-write
+        with pytest.raises(ConversationError, match="locked by another program"):
+            store.add_message(kept, "assistant", "By the north pond.")
+        other.execute("ROLLBACK")
+    store.add_message(kept, "assistant", "By the north pond.")
+    assert [m.content for m in store.messages(kept)] == [
+        "Where does the heron nest?",
+        "By the north pond.",
+    ]

@@ -227,8 +227,17 @@ class ConversationStore:
         with self._lock:
             if self._db is None:
                 raise ConversationError(f"the conversation store at {self.path} has been closed")
-            with self._db:
-                yield self._db
+            try:
+                with self._db:
+                    yield self._db
+            except sqlite3.OperationalError as e:
+                if "locked" in str(e) or "busy" in str(e):
+                    raise ConversationError(
+                        f"the saved conversations at {self.path} are locked by another program "
+                        "(a second LocalLLM on the same data folder?); nothing was changed: "
+                        "try again when it is done"
+                    ) from e
+                raise ConversationError(f"the saved conversations at {self.path}: {e}") from e
 
 
 _SUMMARY = (
