@@ -190,6 +190,68 @@ def run_parsers(count: int) -> dict[str, Any]:
         }
 
 
+# Each fault and the test that provokes it on real parts (a process killed, a disk filled, a file
+# damaged or locked), and checks the message and that nothing stored was lost.
+FAULTS = {
+    "Chroma server killed, then back": "tests/test_chroma_server.py::test_server_down_and_back",
+    "Chroma server down when the store opens": (
+        "tests/test_chroma_server.py::test_server_down_when_the_store_opens"
+    ),
+    "remote LLM server killed mid-answer": (
+        "tests/test_remote_llm.py::test_a_server_killed_mid_answer_is_an_error_then_a_new_one_is_used"
+    ),
+    "remote LLM server down": "tests/test_remote_llm.py::test_a_server_that_is_down_is_named",
+    "disk full during ingest": (
+        "tests/test_robustness.py::test_a_full_disk_refuses_the_document_and_keeps_the_store"
+    ),
+    "disk full before training": (
+        "tests/test_finetune_jobs.py::test_out_of_disk_is_refused_before_anything_is_written"
+    ),
+    "disk full before a merge export": (
+        "tests/test_finetune_merge.py::test_a_full_disk_is_refused_before_writing"
+    ),
+    "a model file broken while the app runs": (
+        "tests/test_app.py::test_a_model_broken_on_disk_is_an_error_not_a_crash"
+    ),
+    "saved conversations locked by a second app": (
+        "tests/test_conversations.py::"
+        "test_a_store_locked_by_another_program_is_a_clear_error_and_loses_nothing"
+    ),
+}
+
+
+def run_faults() -> dict[str, Any]:
+    import xml.etree.ElementTree as ET
+
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "faults.xml"
+        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+        subprocess.run(
+            [*command, f"--junitxml={report}", *FAULTS.values()],
+            cwd=ROOT,
+            capture_output=True,
+            timeout=1800,
+        )
+        cases = {
+            f"{c.get('classname', '').replace('.', '/')}.py::{c.get('name')}": c
+            for c in ET.parse(report).getroot().iter("testcase")
+        }
+    failures = []
+    for fault, test in FAULTS.items():
+        case = cases.get(test)
+        if case is None or any(
+            case.find(tag) is not None for tag in ("failure", "error", "skipped")
+        ):
+            failures.append(f"{fault}: {test} did not pass")
+    return {
+        "tried": len(FAULTS),
+        "survived": len(FAULTS) - len(failures),
+        "lost": len(failures),
+        "failures": failures,
+        "faults": list(FAULTS),
+    }
+
+
 def table(results: dict[str, Any]) -> str:
     rows = [
         "| family | tried | survived | lost | figures |",
@@ -215,10 +277,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a small sample of every family")
     parser.add_argument("--samples", type=int, default=0, help="mutated documents (default 200)")
     parser.add_argument("--skip-api", action="store_true")
+    parser.add_argument("--skip-faults", action="store_true")
     args = parser.parse_args()
     count = args.samples or (30 if args.quick else 200)
     families: dict[str, Any] = {"parsers": run_parsers(count)}
     print(json.dumps(families["parsers"], indent=1), flush=True)
+    if not args.skip_faults:
+        families["faults"] = run_faults()
+        print(json.dumps(families["faults"], indent=1), flush=True)
     if not args.skip_api:
         from robust_api import run_api_families
 
