@@ -8,6 +8,7 @@ nesting, a program or HTML named .pdf).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+from localllm.documents.isolated import parse_isolated
 from localllm.documents.model import DocumentError
 from localllm.documents.parse import parse_file
 from tests.conftest import cli_env, require, run_cli
@@ -127,3 +129,36 @@ def test_a_full_disk_refuses_the_document_and_keeps_the_store(
     assert [d["name"] for d in listed] == ["earlier.md"]
     found = run_cli("search", "where does the heron nest", "--json", env=env)
     assert "north pond" in json.loads(found.stdout)[0]["text"]
+
+
+def test_a_reader_that_hangs_is_stopped_and_the_next_file_is_read(tmp_path: Path) -> None:
+    stuck = tmp_path / "stuck.txt"
+    os.mkfifo(stuck)  # opening it waits for a writer that never comes: a reader hung for good
+    with pytest.raises(DocumentError, match="made no progress for 2 s and was stopped"):
+        parse_isolated(stuck, stall_seconds=2)
+    good = tmp_path / "good.md"
+    good.write_text("# Notes\n\nThe heron nests by the north pond.\n")
+    assert "north pond" in parse_isolated(good).elements[-1].text
+
+
+def test_a_reader_that_needs_too_much_memory_is_stopped(tmp_path: Path) -> None:
+    huge = tmp_path / "huge.txt"
+    with huge.open("w") as f:
+        for _ in range(300):
+            f.write("a line of plain text that goes on and on\n" * 25_000)  # ~1 MB each
+    with pytest.raises(
+        DocumentError, match=r"huge\.txt: reading it needs more (memory|than the 200 MB)"
+    ):
+        parse_isolated(huge, memory_mb=200)
+    good = tmp_path / "good.md"
+    good.write_text("# Notes\n\nThe heron nests by the north pond.\n")
+    assert "north pond" in parse_isolated(good).elements[-1].text
+
+
+def test_a_pipe_given_to_ingest_fails_at_once(tmp_path: Path) -> None:
+    env = cli_env(LOCALLLM_DOCS_STORE=str(tmp_path / "store"))
+    pipe = tmp_path / "notes.md"
+    os.mkfifo(pipe)
+    result = run_cli("ingest", str(pipe), "--json", env=env, timeout=120)
+    entry = json.loads(result.stdout)["files"][0]
+    assert entry["status"] == "failed" and "not a regular file" in entry["error"]

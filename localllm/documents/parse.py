@@ -162,6 +162,8 @@ def _detail(error: Exception) -> str:
 
 
 def _explain(suffix: str, error: Exception) -> str:
+    if isinstance(error, MemoryError):
+        return "reading it needs more memory than the app may use: split it into smaller files"
     detail = _detail(error)
     if isinstance(error, zipfile.BadZipFile) or type(error).__name__ == "PackageNotFoundError":
         detail = "its ZIP structure is damaged or incomplete: a cut-off copy?"

@@ -10,8 +10,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from localllm.documents.chunk import chunk_document, search_text
+from localllm.documents.isolated import parse_isolated
 from localllm.documents.model import DocumentError, ParsedDocument
-from localllm.documents.parse import SUPPORTED_EXTENSIONS, ParseCancelled, parse_file
+from localllm.documents.parse import SUPPORTED_EXTENSIONS, ParseCancelled
 from localllm.documents.scrub import scrub
 from localllm.errors import LocalLLMError
 from localllm.index.embed import Embedder, EmbeddingCancelled
@@ -177,6 +178,8 @@ class Ingestor:
     ) -> FileResult:
         if not path.exists():
             raise DocumentError(f"{name}: no such file or folder")
+        if not path.is_file():  # a named pipe or a device: reading it could block for ever
+            raise DocumentError(f"{name}: not a regular file (a pipe or a device?)")
         if path.suffix.lower() not in SUPPORTED_EXTENSIONS:
             if not explicit:
                 return FileResult(name, str(path), "skipped", error=f"{name}: not a supported type")
@@ -197,7 +200,7 @@ class Ingestor:
         clock = time.perf_counter()
         report_stage("parse", 0.0)
         try:
-            doc = parse_file(
+            doc = parse_isolated(
                 path,
                 name=name,
                 ocr=self.ocr,
