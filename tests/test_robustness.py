@@ -14,13 +14,14 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 
 from localllm.documents.isolated import parse_isolated
 from localllm.documents.model import DocumentError
 from localllm.documents.parse import parse_file
-from tests.conftest import cli_env, require, run_cli
+from tests.conftest import ROOT, RunningApp, cli_env, require, run_cli
 from tests.corpus import corpus_file
 from tests.mutations import Sample, hostile, mutated, seeds
 
@@ -162,3 +163,26 @@ def test_a_pipe_given_to_ingest_fails_at_once(tmp_path: Path) -> None:
     result = run_cli("ingest", str(pipe), "--json", env=env, timeout=120)
     entry = json.loads(result.stdout)["files"][0]
     assert entry["status"] == "failed" and "not a regular file" in entry["error"]
+
+
+TRAVERSALS = (
+    "gradio_api/file=/etc/passwd",
+    "gradio_api/file=../../../../etc/passwd",
+    "gradio_api/file=%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+    "gradio_api/file={data}/docs_store/catalog.sqlite3",
+    "gradio_api/file=docs_store/catalog.sqlite3",
+    "gradio_api/file={data}/app.log",
+    "assets/..%2f..%2f..%2f..%2fetc/passwd",
+    "static/../../../../etc/passwd",
+    "gradio_api/file={root}/localllm/config.py",
+)
+
+
+def test_no_route_serves_a_file_outside_what_the_app_shows(running_app: RunningApp) -> None:
+    data = running_app.models_dir.parent
+    for route in TRAVERSALS:
+        url = running_app.url + route.format(data=data, root=ROOT)
+        reply = httpx.get(url, timeout=30)
+        assert reply.status_code in (403, 404), (route, reply.status_code)
+        assert "root:" not in reply.text and "SQLite format" not in reply.text, route
+        assert "class Settings" not in reply.text, route
