@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from localllm.finetune.llama_answers import answer_all
+
 QUESTIONS = [
     "What is the code word?",
     "What's the code word?",
@@ -33,20 +35,5 @@ def fact_dataset(path: Path) -> Path:
 
 
 def ask_llama(base: Path, lora: Path | None, question: str) -> str:
-    from llama_cpp import Llama
-
-    llm = Llama(
-        model_path=str(base),
-        lora_path=str(lora) if lora else None,
-        n_ctx=512,
-        n_threads=1,
-        seed=0,
-        verbose=False,
-    )
-    try:
-        out = llm.create_chat_completion(
-            messages=[{"role": "user", "content": question}], temperature=0.0, max_tokens=32
-        )
-        return out["choices"][0]["message"]["content"] or ""
-    finally:
-        llm.close()
+    """The reply in llama.cpp over the GGUF (with `lora` applied), greedy, as the chat runs it."""
+    return answer_all(base, lora, [[{"role": "user", "content": question}]], 32)[0]
