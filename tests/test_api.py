@@ -146,6 +146,15 @@ def test_bad_requests_get_400_with_the_reason(running_app: RunningApp, client: O
     assert status == 404 and "missing.gguf" in body["error"]["message"]
     status, body = post(running_app.url + "v1/embeddings", json.dumps({"input": ""}).encode())
     assert status == 400
+    status, body = post(url, b'{"messages": [{"role": "user", "content": "\\ud800"}]}')
+    assert status == 400 and "lone surrogate" in body["error"]["message"]
+    status, body = post(url, b"\xff")
+    assert status == 400 and "not valid JSON" in body["error"]["message"]
+    status, body = post(running_app.url + "v1/completions", b'{"prompt": "hi"}')
+    assert status == 404 and "/v1/chat/completions" in body["error"]["message"]
+    wrong = httpx.get(url, timeout=30)
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "POST"
+    assert wrong.json()["error"]["message"].startswith("GET is not allowed")
 
 
 def test_twenty_concurrent_requests_are_all_answered(running_app: RunningApp) -> None:

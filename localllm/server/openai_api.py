@@ -14,14 +14,15 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 from starlette.concurrency import iterate_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from localllm.chat.service import ChatAnswer, ChatMessage, ChatRequest
 from localllm.errors import LocalLLMError, ModelBusyError, ModelNotFoundError, PromptTooLongError
@@ -34,9 +35,17 @@ RETRY_AFTER = "5"  # seconds: about one short answer on a small model
 SOURCE_FIELDS = ("n", "file", "page", "pages", "text", "score", "cited", "spans")
 
 
+def _unicode(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError("is not valid Unicode text (it holds a lone surrogate)") from e
+    return text
+
+
 class ChatMessageBody(BaseModel):
     role: Literal["system", "user", "assistant"]
-    content: str
+    content: Annotated[str, AfterValidator(_unicode)]
 
 
 class StreamOptions(BaseModel):
@@ -58,7 +67,7 @@ class ChatCompletionBody(BaseModel):
 
 
 class EmbeddingBody(BaseModel):
-    input: str | list[str]
+    input: Annotated[str, AfterValidator(_unicode)] | list[Annotated[str, AfterValidator(_unicode)]]
     model: str | None = None
 
 
@@ -146,8 +155,23 @@ class OpenAIRoute(APIRoute):
                 return await handler(request)
             except RequestValidationError as e:
                 return error(400, validation_message(list(e.errors())))
+            except StarletteHTTPException as e:  # a key refused, a body that is not even text
+                return http_error(e)
 
         return route
+
+
+def http_error(e: StarletteHTTPException) -> JSONResponse:
+    if isinstance(e.detail, dict):
+        body = e.detail
+    elif e.status_code == 400:
+        body = {
+            "message": "the request body is not valid JSON text",
+            "type": "invalid_request_error",
+        }
+    else:
+        body = {"message": str(e.detail), "type": "invalid_request_error"}
+    return JSONResponse({"error": body}, status_code=e.status_code, headers=e.headers)
 
 
 def build_router(services: Services) -> APIRouter:
@@ -244,6 +268,28 @@ def build_router(services: Services) -> APIRouter:
         finally:
             if not handed_on:
                 leave()
+
+    @router.api_route(
+        "/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False
+    )
+    def unknown(rest: str, request: Request) -> JSONResponse:
+        path = f"/v1/{rest}"
+        allowed = sorted(
+            m
+            for r in router.routes
+            if isinstance(r, APIRoute) and r.path == path
+            for m in r.methods
+        )
+        if allowed:
+            return error(
+                405,
+                f"{request.method} is not allowed on {path}: use {', '.join(allowed)}",
+                headers={"Allow": ", ".join(allowed)},
+            )
+        known = ", ".join(
+            sorted(r.path for r in router.routes if isinstance(r, APIRoute) and r.include_in_schema)
+        )
+        return error(404, f"no endpoint {path} (this server has {known})", "not_found_error")
 
     return router
 
