@@ -20,12 +20,12 @@ import math
 import os
 import signal
 import sys
-import time
 import traceback
 from pathlib import Path
 from typing import Any
 
 from localllm.errors import LocalLLMError
+from localllm.finetune.callbacks import learnt_callback, progress_callback
 from localllm.finetune.forgetting import (
     forgetting_warnings,
     general_perplexity,
@@ -142,7 +142,7 @@ def _train(run_dir: Path, config: TrainConfig, resume: bool) -> None:
         eval_dataset=Dataset.from_list(validation_rows) if validation_rows else None,
         processing_class=tokenizer,
         peft_config=_lora(config),
-        callbacks=[_progress_callback(run_dir), _learnt_callback(run_dir, config.stop_loss)],
+        callbacks=[progress_callback(run_dir), learnt_callback(run_dir, config.stop_loss)],
     )
     if validation_rows and "eval_loss_before" not in read_status(run_dir):
         update_status(run_dir, state="evaluating")
@@ -272,71 +272,6 @@ def _arguments(config: TrainConfig, output: Path, evaluate: bool, torch: Any) ->
         disable_tqdm=True,
         **{checkpointing: config.method == "qlora"},
     )
-
-
-def _progress_callback(run_dir: Path) -> Any:
-    from transformers import TrainerCallback
-
-    metrics_path = run_dir / "metrics.jsonl"
-
-    class Progress(TrainerCallback):  # type: ignore[misc]
-        def __init__(self) -> None:
-            self.last_time = time.monotonic()
-            self.last_tokens: float | None = None
-
-        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            update_status(run_dir, step=state.global_step, max_steps=state.max_steps)
-            self.last_time = time.monotonic()
-
-        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            update_status(run_dir, step=state.global_step, max_steps=state.max_steps)
-            if cancel_requested(run_dir):
-                control.should_save = True  # the checkpoint --resume continues from
-                control.should_training_stop = True
-
-        def on_log(
-            self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any
-        ) -> None:
-            logs = dict(logs or {})
-            if "loss" not in logs and "eval_loss" not in logs:
-                return  # the end-of-training summary
-            now = time.monotonic()
-            line: dict[str, Any] = {"step": state.global_step}
-            for key in ("loss", "eval_loss", "learning_rate", "grad_norm", "epoch"):
-                if key in logs:
-                    line[key] = float(logs[key])
-            tokens = logs.get("num_tokens")
-            if tokens is not None and "loss" in logs:
-                if self.last_tokens is not None and now > self.last_time:
-                    line["tokens_per_s"] = round(
-                        (float(tokens) - self.last_tokens) / (now - self.last_time), 1
-                    )
-                elif self.last_tokens is None and now > self.last_time:
-                    line["tokens_per_s"] = round(float(tokens) / (now - self.last_time), 1)
-                self.last_tokens, self.last_time = float(tokens), now
-            with metrics_path.open("a", encoding="utf-8") as fh:
-                fh.write(json.dumps(line) + "\n")
-
-    return Progress()
-
-
-def _learnt_callback(run_dir: Path, stop_loss: float) -> Any:
-    from transformers import TrainerCallback
-
-    class Learnt(TrainerCallback):  # type: ignore[misc]
-        def on_evaluate(
-            self, args: Any, state: Any, control: Any, metrics: Any = None, **kwargs: Any
-        ) -> None:
-            loss = (metrics or {}).get("eval_loss")
-            if state.global_step and loss is not None and float(loss) < stop_loss:
-                control.should_training_stop = True
-                update_status(
-                    run_dir,
-                    stopped_early=f"learnt at step {state.global_step} of {state.max_steps}: "
-                    f"held-out loss {float(loss):.4f}, below {stop_loss:g}",
-                )
-
-    return Learnt()
 
 
 def _checkpoint_step(path: str) -> int:

@@ -144,7 +144,9 @@ class LlamaCppChatModel:
         return self.llama.detokenize([token], special=True).decode("utf-8", errors="replace")
 
     def count_tokens(self, text: str) -> int:
-        return len(self.llama.tokenize(text.encode("utf-8", "replace"), add_bos=False, special=True))
+        return len(
+            self.llama.tokenize(text.encode("utf-8", "replace"), add_bos=False, special=True)
+        )
 
     def _render(self, messages: Sequence[Message]) -> tuple[list[int], ChatFormatterResponse]:
         # Text is tokenized with special tokens on (the template's markers must be), so a marker
@@ -152,7 +154,9 @@ class LlamaCppChatModel:
         safe = [{**m, "content": self._defuse(m["content"])} for m in messages]
         formatted: ChatFormatterResponse = self._formatter(messages=safe)
         tokens = self.llama.tokenize(
-            formatted.prompt.encode("utf-8", "replace"), add_bos=not formatted.added_special, special=True
+            formatted.prompt.encode("utf-8", "replace"),
+            add_bos=not formatted.added_special,
+            special=True,
         )
         return tokens, formatted
 
