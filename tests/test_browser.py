@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -46,13 +47,53 @@ def page(running_app: RunningApp) -> Iterator[Any]:
         browser.close()
 
 
-def wait_for_text(page: Any, element_id: str, text: str) -> None:
+def wait_for_text(page: Any, element_id: str, text: str, timeout_ms: float | None = None) -> None:
     """Wait until an element with this id shows `text` (Gradio may keep hidden copies of a block)."""
     page.wait_for_function(
         "([id, text]) => [...document.querySelectorAll('#' + id)].some(e => e.innerText.includes(text))",
         arg=[element_id, text],
         polling=200,  # a timer: animation-frame polling can stall in a headless page
+        timeout=timeout_ms,
     )
+
+
+def wait_for_answer(page: Any) -> None:
+    """Wait until the last answer has text and has finished streaming."""
+    page.wait_for_function(
+        "() => { const b = [...document.querySelectorAll('#chatbot .message.bot')].pop();"
+        " return b && b.innerText.trim().length > 0; }",
+        polling=200,
+    )
+    # The answer has finished streaming when the event's progress tracker is gone.
+    page.wait_for_function(
+        "() => !document.querySelector('#chatbot .status-tracker:not(.hide)')"
+        " && !document.querySelector('#chatbot .pending')",
+        polling=200,
+    )
+
+
+def wait_for_liked(running_app: RunningApp, question: str) -> None:
+    saved = ConversationStore(running_app.models_dir.parent / "data" / "conversations.sqlite3")
+    try:
+        deadline = time.monotonic() + 30
+        while question not in (asked := [f.question for f in saved.feedback(1)]):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    finally:
+        saved.close()
+    assert question in asked
+
+
+def column_in_view(page: Any, table_id: str, header: str) -> bool:
+    """Whether a table's column ends inside the table's box (not scrolled out of view)."""
+    table, column = page.evaluate(
+        "([id, name]) => { const t = document.querySelector('#' + id);"
+        " const h = [...t.querySelectorAll('th')].find(h => h.innerText.includes(name));"
+        " return [t.getBoundingClientRect().right, h.getBoundingClientRect().right]; }",
+        [table_id, header],
+    )
+    return bool(column <= table + 1)
 
 
 def foreign_requests(urls: list[str]) -> list[str]:
@@ -74,17 +115,7 @@ def test_chat_in_the_browser_and_nothing_leaves_the_machine(
     box.press("Enter")
     bot = page.locator("#chatbot .message.bot").last
     bot.wait_for()
-    page.wait_for_function(
-        "() => { const b = [...document.querySelectorAll('#chatbot .message.bot')].pop();"
-        " return b && b.innerText.trim().length > 0; }",
-        polling=200,
-    )
-    # The answer has finished streaming when the event's progress tracker is gone.
-    page.wait_for_function(
-        "() => !document.querySelector('#chatbot .status-tracker:not(.hide)')"
-        " && !document.querySelector('#chatbot .pending')",
-        polling=200,
-    )
+    wait_for_answer(page)
     user = page.locator("#chatbot .message.user").last
     assert "capital of France" in user.inner_text()
     assert bot.inner_text().strip()
@@ -156,14 +187,7 @@ def test_grounded_chat_cites_and_shows_the_page(page: Any, running_app: RunningA
 
     # A thumbs-up is saved with the question it answers (fine-tuning data later).
     page.locator("#chatbot button[aria-label='Like']").last.click()
-    saved = ConversationStore(running_app.models_dir.parent / "data" / "conversations.sqlite3")
-    try:
-        deadline = time.monotonic() + 30
-        while not (liked := saved.feedback(1)) and time.monotonic() < deadline:
-            time.sleep(0.2)
-    finally:
-        saved.close()
-    assert [f.question for f in liked] == ["Where is Google Earth?"]
+    wait_for_liked(running_app, "Where is Google Earth?")
 
     # Saved conversations: start a new chat, reopen this one from the list, delete it.
     page.locator("#new-chat").click()
@@ -183,6 +207,67 @@ def test_grounded_chat_cites_and_shows_the_page(page: Any, running_app: RunningA
         assert len(saved.conversations()) == before - 1
     finally:
         saved.close()
+    assert foreign_requests(page.requested) == []
+
+
+def ask(page: Any, text: str) -> None:
+    """Ask in the Chat tab; return once the answer is saved (the list then shows its chat)."""
+    box = page.locator("#message textarea")
+    box.fill(text)
+    box.press("Enter")
+    wait_for_answer(page)
+    page.wait_for_function(
+        "(title) => document.querySelector('#conversations input').value === title",
+        arg=text,
+        polling=200,
+    )
+
+
+def open_saved(page: Any, title: str) -> None:
+    """Reopen a saved conversation from the list and wait for its answer's buttons."""
+    page.locator("#conversations input").click()
+    page.get_by_role("option", name=title).first.click(timeout=30_000)
+    wait_for_text(page, "chatbot", title)
+    page.locator("#chatbot button[aria-label^='Like']").first.wait_for()
+
+
+def test_a_reload_keeps_the_history_the_model_line_and_the_thumbs(
+    page: Any, running_app: RunningApp
+) -> None:
+    """After two chats, one answer liked, a reloaded page lists both conversations, names the
+    loaded model, reopens each answer with its own thumbs, and previews the liked one by title."""
+    liked, other = "What colour is the sky on a clear day?", "Say yes."
+    page.goto(running_app.url)
+    page.locator("#chat-collection input").click()
+    page.get_by_role("option", name="No documents (plain chat)").click()
+    ask(page, liked)
+    page.locator("#chatbot button[aria-label='Like']").last.click()
+    wait_for_liked(running_app, liked)
+    page.locator("#new-chat").click()
+    page.wait_for_function("() => !document.querySelector('#chatbot .message')", polling=200)
+    ask(page, other)
+    loaded = page.locator("#model-status").first.inner_text().strip()
+    assert loaded and "No model loaded yet" not in loaded
+
+    page.reload()
+    wait_for_text(page, "model-status", loaded, timeout_ms=30_000)
+    assert "No model loaded yet" not in page.locator("#model-status").first.inner_text()
+    thumbs = page.locator("#chatbot button[aria-label='Liked']")
+    open_saved(page, liked)
+    thumbs.first.wait_for(timeout=10_000)
+    assert thumbs.count() == 1
+    open_saved(page, other)
+    thumbs.first.wait_for(state="detached", timeout=10_000)
+
+    page.get_by_role("tab", name="Fine-tune").click()
+    page.get_by_text("My liked answers", exact=True).click()
+    page.get_by_role("button", name="Use my liked answers").click()
+    wait_for_text(page, "ft-preview", f"“{liked}” · ")
+    preview = page.locator("#ft-preview").first.inner_text()
+    assert not re.search(r"conversation [0-9a-f]{8}", preview), preview
+    assert not re.search(r"message \d+", preview), preview
+    assert column_in_view(page, "ft-preview", "Source")
+    page.screenshot(path=str(ARTIFACTS / "reload.png"), full_page=True)
     assert foreign_requests(page.requested) == []
 
 
@@ -220,6 +305,15 @@ def test_finetune_tab_trains_and_the_chat_offers_the_result(
     assert "Validation loss" in status and "lora.gguf" in status
     assert "General text perplexity (forgetting)" in status and "Precision: " in status
     wait_for_text(page, "ft-samples", "What is the capital of France?")  # forgetting, side by side
+    # The page's first run draws its loss curve (the plot was first drawn with no data).
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#ft-loss g.mark-line path')].some("
+        "p => getComputedStyle(p).stroke !== 'none' && (p.getAttribute('d') || '').length > 1)",
+        polling=200,
+        timeout=30_000,
+    )
+    # The answers side by side fit the page: the last column is not pushed out of view.
+    assert column_in_view(page, "ft-samples", "Tuned model")
     page.screenshot(path=str(ARTIFACTS / "finetune.png"), full_page=True)
 
     page.get_by_role("tab", name="Chat").click()

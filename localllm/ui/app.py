@@ -6,7 +6,7 @@ import gradio as gr
 
 from localllm.services import Services
 from localllm.ui.chat import build_chat_tab
-from localllm.ui.chat_view import collection_choices
+from localllm.ui.chat_view import collection_choices, page_state
 from localllm.ui.documents import build_documents_tab
 from localllm.ui.finetune import build_finetune_tab
 from localllm.ui.models import build_models_tab
@@ -34,6 +34,13 @@ def build_app(services: Services) -> gr.Blocks:
             lambda: gr.update(choices=collection_choices(services)),
             None,
             chat.collection,
+            api_name=False,
+        )
+        # The page is built once at start: each load shows what was saved and loaded since.
+        demo.load(
+            lambda: page_state(services),
+            None,
+            [chat.conversations, chat.status, chat.collection],
             api_name=False,
         )
     return demo

@@ -224,11 +224,11 @@ def build_chat_tab(services: Services) -> ChatTab:
             )
             raise gr.Error(str(e)) from e
         if result is not None:
-            final, saved_ids = display_messages(services, result.conversation_id)
+            final, saved_ids, _thumbs = display_messages(services, result.conversation_id)
             if final and result.model_text and result.outcome in ("quoted", "unsupported"):
                 final[-1] = {**final[-1], "content": with_unsupported(final[-1], result.model_text)}
             yield (
-                final,
+                final,  # a plain value, as /chat answers over the API; the thumbs clicked stay
                 final,
                 "",
                 result.conversation_id,
@@ -268,11 +268,11 @@ def build_chat_tab(services: Services) -> ChatTab:
         if not conversation_id:
             return (gr.skip(),) * 7
         summary = services.conversations.get(conversation_id)
-        shown, ids = display_messages(services, conversation_id)
+        shown, ids, thumbs = display_messages(services, conversation_id)
         last = [m for m in services.conversations.messages(conversation_id) if m.sources]
         last_sources = [Source.from_dict(s) for s in last[-1].sources] if last else []
         return (
-            shown,
+            gr.update(value=shown, feedback_value=thumbs),
             shown,
             conversation_id,
             ids,
@@ -283,7 +283,7 @@ def build_chat_tab(services: Services) -> ChatTab:
 
     def start_new() -> tuple[Any, ...]:
         return (
-            [],
+            gr.update(value=[], feedback_value=[]),
             [],
             "",
             [],

@@ -7,6 +7,7 @@ from typing import Any
 
 import gradio as gr
 
+from localllm.chat.conversations import StoredMessage
 from localllm.errors import LocalLLMError
 from localllm.format import pages_label
 from localllm.index.lexical import tokenize
@@ -119,17 +120,47 @@ def with_unsupported(message: dict[str, str], model_text: str) -> str:
     )
 
 
+FEEDBACK = {1: "Like", -1: "Dislike"}  # a saved rating as the Chatbot's thumbs show it
+
+
+def feedback_values(messages: list[StoredMessage]) -> list[str | None]:
+    """The thumbs of each answer shown, in order: the Chatbot counts a run of consecutive answers
+    as one bubble, rated by its last rated answer."""
+    values: list[str | None] = []
+    previous = ""
+    for m in messages:
+        if m.role == "assistant":
+            rating = FEEDBACK.get(m.rating or 0)
+            if previous == "assistant":
+                values[-1] = rating or values[-1]
+            else:
+                values.append(rating)
+        previous = m.role
+    return values
+
+
 def display_messages(
     services: Services, conversation_id: str
-) -> tuple[list[dict[str, str]], list[int]]:
+) -> tuple[list[dict[str, str]], list[int], list[str | None]]:
+    """The saved conversation as the Chatbot shows it (with its thumbs), and each message's id."""
     shown: list[dict[str, str]] = []
     ids: list[int] = []
-    for m in services.conversations.messages(conversation_id):
+    messages = services.conversations.messages(conversation_id)
+    for m in messages:
         sources = [Source.from_dict(s) for s in m.sources]
         content = shown_answer(m.content, sources) if m.role == "assistant" else m.content
         shown.append({"role": m.role, "content": content})
         ids.append(m.id)
-    return shown, ids
+    return shown, ids, feedback_values(messages)
+
+
+def page_state(services: Services) -> tuple[Any, str, Any]:
+    """What a page load refreshes: the saved conversations, the model line, the collections."""
+    return (
+        gr.update(choices=conversation_choices(services), value=None),
+        services.models.describe_loaded(),
+        gr.update(choices=collection_choices(services)),
+    )
 
 
 def source_radio(sources: list[Source]) -> Any:

@@ -22,9 +22,12 @@ from localllm.services import Services
 from localllm.ui.chat import ChatTab
 from localllm.ui.chat_view import collection_choices, default_model_name, model_choices
 from localllm.ui.finetune_view import (
+    LOSS_COLORS,
+    LOSS_LABEL,
     PREVIEW_COLUMNS,
     RUN_COLUMNS,
     SAMPLE_COLUMNS,
+    conversation_labels,
     dataset_summary,
     loss_frame,
     preview_rows,
@@ -114,19 +117,33 @@ def build_finetune_tab(services: Services, chat: ChatTab, demo: gr.Blocks) -> No
                 cancel_btn = gr.Button("Cancel", variant="stop", elem_id="ft-cancel")
                 resume_btn = gr.Button("Resume", elem_id="ft-resume")
     preview = gr.Dataframe(
-        headers=PREVIEW_COLUMNS, interactive=False, wrap=True, label="Preview", elem_id="ft-preview"
+        headers=PREVIEW_COLUMNS,
+        interactive=False,
+        wrap=True,
+        label="Preview",
+        elem_id="ft-preview",
+        column_widths=["10%", "35%", "35%", "20%"],
     )
 
     gr.Markdown("### 3. Progress")
     progress = gr.HTML(elem_id="ft-progress")
     status = gr.Markdown(elem_id="ft-status")
-    plot = gr.LinePlot(x="step", y="loss", color="series", label="Loss", height=260)
+    plot = gr.LinePlot(
+        x="step",
+        y="loss",
+        color="series",
+        color_map=LOSS_COLORS,
+        label=LOSS_LABEL,
+        height=260,
+        elem_id="ft-loss",
+    )
     samples = gr.Dataframe(
         headers=SAMPLE_COLUMNS,
         interactive=False,
         wrap=True,
         label="Held-out prompts and general questions, before and after",
         elem_id="ft-samples",
+        column_widths=["20%", "16%", "32%", "32%"],  # else long answers push the last one out
     )
     timer = gr.Timer(2.0, active=False)
 
@@ -141,7 +158,8 @@ def build_finetune_tab(services: Services, chat: ChatTab, demo: gr.Blocks) -> No
     # ------------------------------------------------------------------------------- dataset
 
     def shown(name: str, loaded: LoadedDataset, path: Path | str) -> tuple[Any, ...]:
-        return str(path), dataset_summary(name, loaded), preview_rows(loaded.examples)
+        chats = conversation_labels(services.conversations, loaded.examples)
+        return str(path), dataset_summary(name, loaded), preview_rows(loaded.examples, chats)
 
     def on_source(choice: str) -> tuple[Any, ...]:
         return (

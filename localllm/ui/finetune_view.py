@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import html
+from datetime import datetime
 from typing import Any
 
 import pandas as pd
 
+from localllm.chat.conversations import ConversationError, ConversationStore, title_from
 from localllm.finetune.data import Example, LoadedDataset
 from localllm.finetune.jobs import RunInfo
 
@@ -20,15 +22,43 @@ def _cut(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _source(example: Example) -> str:
+def _source(example: Example, chats: dict[str, str]) -> str:
     source = example.source or {}
     if "file" in source:
         pages = source.get("pages") or source.get("page")
         return f"{source['file']} p. {pages}" if pages else str(source["file"])
+    if "conversation" in source:
+        return chats.get(str(source["conversation"]), "a saved conversation")
     return ", ".join(f"{k} {v}" for k, v in source.items())
 
 
-def preview_rows(examples: list[Example]) -> list[list[str]]:
+def _where(example: Example) -> str:
+    if example.line is None and "conversation" in (example.source or {}):
+        return "a liked answer"
+    return example.where()
+
+
+def conversation_labels(store: ConversationStore, examples: list[Example]) -> dict[str, str]:
+    """The saved conversations the previewed examples came from, by id, as a person knows them:
+    the title (the first question), and when the conversation began."""
+    labels: dict[str, str] = {}
+    for e in examples[:PREVIEW_ROWS]:
+        chat_id = str((e.source or {}).get("conversation", ""))
+        if not chat_id or chat_id in labels:
+            continue
+        try:
+            chat = store.get(chat_id)
+        except ConversationError:
+            labels[chat_id] = "a conversation since deleted"
+            continue
+        question = next((m["content"] for m in e.messages or [] if m["role"] == "user"), "")
+        title = chat.title or title_from(question) or "(untitled)"
+        labels[chat_id] = f"“{title}” · {datetime.fromtimestamp(chat.created):%Y-%m-%d %H:%M}"
+    return labels
+
+
+def preview_rows(examples: list[Example], chats: dict[str, str] | None = None) -> list[list[str]]:
+    """The first examples as the preview shows them; `chats` names their saved conversations."""
     rows = []
     for e in examples[:PREVIEW_ROWS]:
         if e.messages:
@@ -36,7 +66,7 @@ def preview_rows(examples: list[Example]) -> list[list[str]]:
             answer = e.messages[-1]["content"]
         else:
             prompt, answer = e.text or "", ""
-        rows.append([e.where(), _cut(prompt), _cut(answer), _source(e)])
+        rows.append([_where(e), _cut(prompt), _cut(answer), _source(e, chats or {})])
     return rows
 
 
@@ -114,16 +144,27 @@ def status_markdown(run: RunInfo | None) -> str:
     return "  \n".join(lines)
 
 
+LOSS_SERIES = (("loss", "training"), ("eval_loss", "validation"))
+LOSS_COLORS = {"training": "#2563eb", "validation": "#ea580c"}
+# Gradio 6 cuts off the plot's legend (drawn below its box), so the label says which line is which.
+LOSS_LABEL = "Loss (blue: training, orange: validation)"
+
+
 def loss_frame(metrics: list[dict[str, Any]]) -> pd.DataFrame:
-    rows = [
+    # The plot fixes its colours to the series of the first frame it draws and later frames only
+    # swap the data, so every frame names both series first; a row without values draws nothing.
+    rows: list[dict[str, Any]] = [
+        {"step": pd.NA, "loss": float("nan"), "series": name} for _, name in LOSS_SERIES
+    ]
+    rows += [
         {"step": int(m["step"]), "loss": float(m[key]), "series": name}
         for m in metrics
-        for key, name in (("loss", "training"), ("eval_loss", "validation"))
+        for key, name in LOSS_SERIES
         if key in m
     ]
     frame = pd.DataFrame(rows, columns=["step", "loss", "series"])
     # typed even when empty: the plot keeps the axis types of the first frame it is given
-    return frame.astype({"step": "int64", "loss": "float64", "series": "str"})
+    return frame.astype({"step": "Int64", "loss": "float64", "series": "str"})
 
 
 def sample_rows(

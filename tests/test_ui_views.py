@@ -1,0 +1,69 @@
+"""What the tabs show, from real saved conversations and metrics: thumbs, loss series, previews."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import gradio as gr
+import pytest
+
+from localllm.chat.conversations import ConversationStore
+from localllm.finetune.data import liked_answers
+from localllm.ui.chat_view import feedback_values
+from localllm.ui.finetune_view import conversation_labels, loss_frame, preview_rows
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[ConversationStore]:
+    with ConversationStore(tmp_path / "conversations.sqlite3") as opened:
+        yield opened
+
+
+def test_saved_ratings_become_the_thumbs_of_each_answer_bubble(store: ConversationStore) -> None:
+    chat = store.create()
+    answers = []
+    for i in range(3):
+        store.add_message(chat, "user", f"question {i}")
+        answers.append(store.add_message(chat, "assistant", f"answer {i}"))
+    liked, _plain, disliked = answers
+    store.rate(liked, 1)
+    store.rate(disliked, -1)
+    assert feedback_values(store.messages(chat)) == ["Like", None, "Dislike"]
+    # Two answers in a row are one bubble in the Chatbot: it takes the later rating.
+    store.rate(store.add_message(chat, "assistant", "a3"), 1)
+    assert feedback_values(store.messages(chat)) == ["Like", None, "Like"]
+
+
+def test_every_loss_frame_names_both_series_so_the_first_run_has_colours() -> None:
+    plot = gr.LinePlot(x="step", y="loss", color="series")
+    for metrics in ([], [{"step": 1, "loss": 2.0}], [{"step": 2, "loss": 1.5, "eval_loss": 1.7}]):
+        data = plot.postprocess(loss_frame(metrics))
+        assert data is not None
+        assert [row[2] for row in data.data[:2]] == ["training", "validation"]
+        assert data.datatypes == {
+            "step": "quantitative",
+            "loss": "quantitative",
+            "series": "nominal",
+        }
+    drawn = plot.postprocess(loss_frame([{"step": 2, "loss": 1.5, "eval_loss": 1.7}]))
+    assert drawn is not None and drawn.data[2:] == [[2, 1.5, "training"], [2, 1.7, "validation"]]
+
+
+def test_a_liked_answer_previews_by_its_conversation_not_its_ids(
+    store: ConversationStore,
+) -> None:
+    chat = store.create()
+    store.add_message(chat, "user", "Where is Google Earth?")
+    store.rate(store.add_message(chat, "assistant", "In contrib."), 1)
+    examples = liked_answers(store)
+    rows = preview_rows(examples, conversation_labels(store, examples))
+    where, _prompt, answer, source = rows[0]
+    assert answer == "In contrib." and where == "a liked answer"
+    assert re.fullmatch(r"“Where is Google Earth\?” · \d{4}-\d\d-\d\d \d\d:\d\d", source), source
+    assert chat not in " ".join(rows[0])
+    store.delete(chat)
+    assert preview_rows(examples, conversation_labels(store, examples))[0][3] == (
+        "a conversation since deleted"
+    )
