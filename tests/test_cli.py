@@ -80,7 +80,7 @@ def test_prompt_longer_than_the_context_is_refused_cleanly(tmp_path: Path) -> No
     env = cli_env(LOCALLLM_MODELS_DIR=str(tmp_path / "models"), LOCALLLM_CONTEXT_SIZE="256")
     result = run_cli("chat", "lorem ipsum " * 400, env=env)
     assert result.returncode == 1
-    assert "fit in this model's context window" in result.stderr
+    assert "model's context window" in result.stderr  # too many tokens, or characters
     assert "Traceback" not in result.stderr
 
 
