@@ -120,12 +120,23 @@ def test_chat_in_the_browser_and_nothing_leaves_the_machine(
     assert "capital of France" in user.inner_text()
     assert bot.inner_text().strip()
     assert "backend: CPU" in page.locator("#model-status").inner_text()
+    note = page.locator("#model-note").inner_text()
+    assert "A small model" in note and "134.5M parameters" in note and "Models tab" in note
     page.screenshot(path=str(ARTIFACTS / "chat.png"), full_page=True)
 
     page.get_by_role("tab", name="Models").click()
     catalog = page.locator("#catalog")
     wait_for_text(page, "catalog", "SmolLM2-135M")
     assert "Q4_1" in catalog.inner_text() and "llama" in catalog.inner_text()
+    suggested = page.locator("#suggested-models input")
+    suggested.click()
+    page.get_by_role("option", name=re.compile("Qwen2.5 1.5B Instruct")).click()
+    repo = page.get_by_role("textbox", name="Repository")
+    page.wait_for_function(
+        "el => el.value === 'Qwen/Qwen2.5-1.5B-Instruct-GGUF'", arg=repo.element_handle()
+    )
+    file = page.get_by_role("textbox", name="File")
+    assert file.input_value() == "qwen2.5-1.5b-instruct-q4_k_m.gguf"
     page.screenshot(path=str(ARTIFACTS / "models.png"), full_page=True)
 
     assert page.requested, "the page should have loaded something"

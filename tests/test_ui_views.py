@@ -10,8 +10,11 @@ import gradio as gr
 import pytest
 
 from localllm.chat.conversations import ConversationStore
+from localllm.config import Settings
 from localllm.finetune.data import liked_answers
-from localllm.ui.chat_view import feedback_values
+from localllm.llm.download import SUGGESTED
+from localllm.services import Services
+from localllm.ui.chat_view import feedback_values, model_note
 from localllm.ui.finetune_view import conversation_labels, loss_frame, preview_rows
 
 
@@ -67,3 +70,12 @@ def test_a_liked_answer_previews_by_its_conversation_not_its_ids(
     assert preview_rows(examples, conversation_labels(store, examples))[0][3] == (
         "a conversation since deleted"
     )
+
+
+def test_a_small_model_says_what_it_is_and_where_bigger_ones_are(tmp_path: Path) -> None:
+    services = Services(Settings(models_dir=tmp_path / "models", docs_store=tmp_path / "docs"))
+    note = model_note(services, None)  # the bundled SmolLM2-135M
+    assert "134.5M parameters" in note and "**Models** tab" in note
+    assert SUGGESTED[0].label in note and SUGGESTED[0].size in note
+    assert model_note(services, "missing.gguf") == ""
+    assert all(s.file.endswith(".gguf") and s.repo.count("/") == 1 for s in SUGGESTED)

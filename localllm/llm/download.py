@@ -11,6 +11,7 @@ import shutil
 import socket
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -78,6 +79,44 @@ def _check_reachable(endpoint: str, timeout: float = 5.0) -> None:
         socket.create_connection((host, port), timeout=timeout).close()
     except OSError as e:
         raise DownloadError(f"could not reach the Hub at {host}:{port} (no network?): {e}") from e
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """A chat model worth its download on a laptop: well-kept GGUF builds, Q4_K_M."""
+
+    label: str
+    repo: str
+    file: str
+    size: str
+
+
+SUGGESTED = (
+    Suggestion(
+        "Qwen2.5 1.5B Instruct",
+        "Qwen/Qwen2.5-1.5B-Instruct-GGUF",
+        "qwen2.5-1.5b-instruct-q4_k_m.gguf",
+        "1.1 GB",
+    ),
+    Suggestion(
+        "SmolLM2 1.7B Instruct",
+        "HuggingFaceTB/SmolLM2-1.7B-Instruct-GGUF",
+        "smollm2-1.7b-instruct-q4_k_m.gguf",
+        "1.1 GB",
+    ),
+    Suggestion(
+        "Llama 3.2 3B Instruct",
+        "bartowski/Llama-3.2-3B-Instruct-GGUF",
+        "Llama-3.2-3B-Instruct-Q4_K_M.gguf",
+        "2.0 GB",
+    ),
+    Suggestion(
+        "Qwen2.5 7B Instruct",
+        "bartowski/Qwen2.5-7B-Instruct-GGUF",
+        "Qwen2.5-7B-Instruct-Q4_K_M.gguf",
+        "4.7 GB",
+    ),
+)
 
 
 def download_gguf(

@@ -23,6 +23,7 @@ from localllm.ui.chat_view import (
     display_messages,
     document_choices,
     model_choices,
+    model_note,
     source_passage,
     source_radio,
     with_unsupported,
@@ -113,6 +114,8 @@ def build_chat_tab(services: Services) -> ChatTab:
                 elem_id="model",
             )
             status = gr.Markdown(services.models.describe_loaded(), elem_id="model-status")
+            note = gr.Markdown(model_note(services, model.value), elem_id="model-note")
+            model.change(lambda name: model_note(services, name), model, note, api_name=False)
             with gr.Accordion("Parameters", open=False):
                 system = gr.Textbox(
                     settings.system_prompt, label="System prompt (plain chat)", lines=3

@@ -9,9 +9,10 @@ import gradio as gr
 
 from localllm.chat.conversations import StoredMessage
 from localllm.errors import LocalLLMError
-from localllm.format import pages_label
+from localllm.format import human_count, human_size, pages_label
 from localllm.index.lexical import tokenize
 from localllm.llm.catalog import chat_models, resolve
+from localllm.llm.download import SUGGESTED
 from localllm.rag.answer import is_decline
 from localllm.rag.attribute import MIN_WORDS, marks_of, split_sentences, without_marks
 from localllm.rag.prompt import Source
@@ -33,6 +34,26 @@ def default_model_name(services: Services) -> str | None:
     except LocalLLMError:
         choices = model_choices(services)
         return choices[0][1] if choices else None
+
+
+SMALL_MODEL = 1_000_000_000  # parameters: below this, answers are often wrong; say so
+
+
+def model_note(services: Services, name: str | None) -> str:
+    """For a small model: what it is, and how to get better answers (empty for a bigger one)."""
+    try:
+        info = resolve(services.settings, name)
+    except LocalLLMError:
+        return ""
+    if info.kind == "adapter" or not info.parameters or info.parameters >= SMALL_MODEL:
+        return ""
+    first = SUGGESTED[0]
+    return (
+        f"**A small model** ({human_count(info.parameters)} parameters, "
+        f"{human_size(info.size_bytes)}): fast and offline, but often wrong, or in another "
+        f"language. Bigger ones: the **Models** tab (e.g. {first.label}, {first.size}), or a "
+        "`.gguf` file copied into the models folder."
+    )
 
 
 def collection_choices(services: Services) -> list[tuple[str, str]]:

@@ -9,7 +9,7 @@ import gradio as gr
 from localllm.errors import LocalLLMError
 from localllm.format import human_count, human_size
 from localllm.llm.catalog import ModelInfo, delete_model, list_models
-from localllm.llm.download import download_gguf
+from localllm.llm.download import SUGGESTED, download_gguf
 from localllm.services import Services
 from localllm.ui.chat import ChatTab
 from localllm.ui.chat_view import model_choices
@@ -71,6 +71,12 @@ def build_models_tab(services: Services, chat: ChatTab, demo: gr.Blocks) -> None
                     "Downloads are **off**: LocalLLM makes no network calls unless you opt in. "
                     "Start it with `LOCALLLM_ALLOW_DOWNLOADS=1` to enable this form."
                 )
+            suggested = gr.Dropdown(
+                label="Suggested chat models (fill the fields below)",
+                choices=[(f"{m.label} · {m.size}", m.file) for m in SUGGESTED],
+                value=None,
+                elem_id="suggested-models",
+            )
             repo = gr.Textbox(label="Repository", placeholder="owner/name")
             filename = gr.Textbox(label="File", placeholder="model.Q4_K_M.gguf")
             download = gr.Button("Download", interactive=settings.allow_downloads)
@@ -110,6 +116,13 @@ def build_models_tab(services: Services, chat: ChatTab, demo: gr.Blocks) -> None
             raise gr.Error(str(e)) from e
         return (f"Deleted **{name}**.", *refreshed())
 
+    def fill(file: str | None) -> tuple[Any, Any]:
+        chosen = next((m for m in SUGGESTED if m.file == file), None)
+        if chosen is None:
+            return gr.skip(), gr.skip()
+        return chosen.repo, chosen.file
+
+    suggested.change(fill, suggested, [repo, filename], api_name=False)
     listing = [catalog, to_delete, chat.model]
     refresh.click(refreshed, None, listing, api_name=False)
     demo.load(refreshed, None, listing, api_name=False)  # files dropped in since start show up
