@@ -262,6 +262,7 @@ def build_chat_tab(services: Services) -> ChatTab:
     def rate(ids: list[int], data: gr.LikeData) -> None:
         index = data.index[0] if isinstance(data.index, list | tuple) else data.index
         if not isinstance(index, int) or index >= len(ids):
+            gr.Warning("This answer is still being written (or checked): rate it once it is done")
             return
         rating = 1 if data.liked is True else -1 if data.liked is False else 0
         services.conversations.rate(ids[index], rating)
