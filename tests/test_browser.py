@@ -191,6 +191,7 @@ def test_grounded_chat_cites_and_shows_the_page(page: Any, running_app: RunningA
         polling=200,
     )
     wait_for_text(page, "source-passage", "Google Earth")
+    wait_for_text(page, "source-page", "(printed page 2")  # page 28 of the file is printed 20
     # The source the answer is attributed to (marked ✓) shows what in it supports the answer.
     page.locator("#sources label", has_text="✓").first.click()
     wait_for_text(page, "source-passage", "Supports the answer")

@@ -43,6 +43,23 @@ def render_page(
     return highlight(image, boxes, scale)
 
 
+def printed_label(pdf_path: Path, page: int) -> str | None:
+    """The number printed on page `page` (1-based) by the PDF's own page labels ("38", "iv"), where
+    it differs from the page's place in the file; None otherwise or when it can't be read."""
+    with PDFIUM:
+        try:
+            pdf = _open(Path(pdf_path))
+        except PageRenderError:
+            return None
+        try:
+            label = (pdf.get_page_label(page - 1) or "").strip() if 0 < page <= len(pdf) else ""
+        except Exception:  # a damaged label tree: the page still shows, unlabelled
+            label = ""
+        finally:
+            pdf.close()
+    return label if label and label != str(page) else None
+
+
 def highlight(image: Image.Image, boxes: Sequence[BBox], scale: float) -> Image.Image:
     """`image` with each box (in points; `scale` pixels per point) filled and outlined; RGB."""
     if not boxes:

@@ -254,10 +254,10 @@ def build_chat_tab(services: Services) -> ChatTab:
         source = found[0]
         header = source_passage(source)
         try:
-            image = source_page(services.store, collection_name or "", source)
+            shown = source_page(services.store, collection_name or "", source)
         except LocalLLMError as e:
             return f"{header}\n\n_{e}_", gr.update(value=None, visible=False)
-        return header, gr.update(value=image, visible=True)
+        return header, gr.update(value=shown.image, label=shown.label, visible=True)
 
     def rate(ids: list[int], data: gr.LikeData) -> None:
         index = data.index[0] if isinstance(data.index, list | tuple) else data.index
