@@ -7,7 +7,9 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+import pytest
 from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
 
 from tests.conftest import RunningApp
 from tests.corpus import corpus_file
@@ -155,3 +157,15 @@ def test_upload_names_cannot_escape_and_size_is_capped(running_app: RunningApp) 
 
     status, body = _upload(running_app.url, "big.md", b"x" * (21 * 2**20))
     assert status == 413, (status, body[:200])
+
+
+def test_a_collection_is_created_from_the_documents_tab(running_app: RunningApp) -> None:
+    client = Client(running_app.url, verbose=False)
+    status, choices, *_ = client.predict("Field notes 2026", api_name="/create_collection")
+    assert "Field notes 2026" in status and "ready" in status
+    assert "Field notes 2026" in json.dumps(choices)
+    with pytest.raises(AppError, match="not a usable collection name"):
+        client.predict("   ", api_name="/create_collection")
+    again, choices, *_ = client.predict("Field notes 2026", api_name="/create_collection")
+    names = [value for _, value in choices["choices"]]
+    assert "ready" in again and names.count("Field notes 2026") == 1  # made once, not twice

@@ -70,7 +70,13 @@ def build_documents_tab(services: Services, demo: gr.Blocks) -> None:
                 value=DEFAULT_COLLECTION,
                 allow_custom_value=True,
                 elem_id="collection",
+                info="Where the files go; each collection is searched on its own.",
             )
+            with gr.Row():
+                new_name = gr.Textbox(
+                    label="New collection", placeholder="a name", scale=3, elem_id="new-collection"
+                )
+                create = gr.Button("Create", size="sm", scale=1, elem_id="create-collection")
             scrub = gr.Checkbox(label="Redact PII in this collection", value=False, elem_id="scrub")
             scrub_note = gr.Markdown()
             with gr.Row():
@@ -171,7 +177,23 @@ def build_documents_tab(services: Services, demo: gr.Blocks) -> None:
             raise gr.Error(str(e)) from e
         return f"Deleted collection **{target}** and its documents.", *listing(DEFAULT_COLLECTION)
 
+    def add_collection(name: str) -> tuple[Any, ...]:
+        try:
+            made = services.store.ensure_collection(name or "")
+        except LocalLLMError as e:
+            raise gr.Error(str(e)) from e
+        shown = listing(made.name)
+        return (
+            f"Collection **{made.name}** is ready: drop files and press Index.",
+            gr.update(choices=_collections(services), value=made.name),
+            *shown[1:],
+            "",
+        )
+
     outputs = [collection, documents, to_delete, scrub_note]
+    create.click(
+        add_collection, new_name, [status, *outputs, new_name], api_name="create_collection"
+    )
     index.click(
         run,
         [files, folder, collection, scrub],
