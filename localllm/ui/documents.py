@@ -201,6 +201,7 @@ def build_documents_tab(services: Services, demo: gr.Blocks) -> None:
         api_name="ingest",
         concurrency_limit=1,
         concurrency_id="ingest",
+        show_progress_on=[status],  # one progress bar, not one over every output
     )
     cancel.click(stop, job_id, status, api_name="cancel_ingest")
     delete.click(remove, [collection, to_delete], [status, *outputs], api_name="delete_document")
