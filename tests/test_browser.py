@@ -120,6 +120,11 @@ def test_chat_in_the_browser_and_nothing_leaves_the_machine(
     assert "capital of France" in user.inner_text()
     assert bot.inner_text().strip()
     assert "backend: CPU" in page.locator("#model-status").inner_text()
+    box_w, send_w, stop_w = page.evaluate(
+        "() => ['#message', '#send', '#stop'].map("
+        "s => document.querySelector(s).getBoundingClientRect().width)"
+    )
+    assert box_w > 2 * (send_w + stop_w), "the message box takes most of its row"
     note = page.locator("#model-note").inner_text()
     assert "A small model" in note and "134.5M parameters" in note and "Models tab" in note
     page.screenshot(path=str(ARTIFACTS / "chat.png"), full_page=True)

@@ -67,12 +67,12 @@ def build_chat_tab(services: Services) -> ChatTab:
                 message = gr.Textbox(
                     placeholder="Type a message and press Enter",
                     show_label=False,
-                    scale=6,
+                    scale=1,
                     elem_id="message",
                     autofocus=True,
                 )
-                send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
-                stop = gr.Button("Stop", variant="stop", scale=1, elem_id="stop")
+                send = gr.Button("Send", variant="primary", scale=0, min_width=80, elem_id="send")
+                stop = gr.Button("Stop", variant="stop", scale=0, min_width=80, elem_id="stop")
             sources = gr.Radio(
                 label="Sources of the last answer (click one to see the page)",
                 choices=[],
@@ -89,7 +89,7 @@ def build_chat_tab(services: Services) -> ChatTab:
                     elem_id="source-page",
                     buttons=["fullscreen"],
                 )
-        with gr.Column(scale=1, min_width=240):
+        with gr.Column(scale=1, min_width=280):
             collection = gr.Dropdown(
                 label="Documents",
                 choices=collection_choices(services),
