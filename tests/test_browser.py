@@ -234,7 +234,7 @@ def ask(page: Any, text: str) -> None:
     box.press("Enter")
     wait_for_answer(page)
     page.wait_for_function(
-        "(title) => document.querySelector('#conversations input').value === title",
+        "(title) => document.querySelector('#conversations input').value.startsWith(title + ' · ')",
         arg=text,
         polling=200,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from localllm.config import Settings
 from localllm.finetune.data import liked_answers
 from localllm.llm.download import SUGGESTED
 from localllm.services import Services
-from localllm.ui.chat_view import feedback_values, model_note
+from localllm.ui.chat_view import conversation_choices, feedback_values, model_note, when
 from localllm.ui.finetune_view import conversation_labels, loss_frame, preview_rows
 
 
@@ -79,3 +80,14 @@ def test_a_small_model_says_what_it_is_and_where_bigger_ones_are(tmp_path: Path)
     assert SUGGESTED[0].label in note and SUGGESTED[0].size in note
     assert model_note(services, "missing.gguf") == ""
     assert all(s.file.endswith(".gguf") and s.repo.count("/") == 1 for s in SUGGESTED)
+
+
+def test_saved_conversations_are_listed_with_when_they_last_changed(tmp_path: Path) -> None:
+    services = Services(
+        Settings(conversations_path=tmp_path / "c.sqlite3", docs_store=tmp_path / "docs")
+    )
+    chat = services.conversations.create()
+    services.conversations.add_message(chat, "user", "Where does the heron nest?")
+    [(label, value)] = conversation_choices(services)
+    assert value == chat and re.fullmatch(r"Where does the heron nest\? · \d\d:\d\d", label)
+    assert when(0.0, now=86_400.0 * 365) == time.strftime("%Y-%m-%d", time.localtime(0.0))

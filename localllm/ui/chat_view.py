@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import time
 from typing import Any
 
 import gradio as gr
@@ -75,8 +76,18 @@ def document_choices(services: Services, collection: str | None) -> list[str]:
     return sorted({d.name for d in services.store.documents(collection)})
 
 
+def when(stamp: float, now: float | None = None) -> str:
+    """A time as a list shows it: the hour today, else the date."""
+    then, today = time.localtime(stamp), time.localtime(now)
+    return time.strftime("%H:%M" if then[:3] == today[:3] else "%Y-%m-%d", then)
+
+
 def conversation_choices(services: Services) -> list[tuple[str, str]]:
-    return [(c.title or "(untitled)", c.id) for c in services.conversations.conversations()]
+    """The saved conversations, last changed first, each with when that was."""
+    return [
+        (f"{c.title or '(untitled)'} · {when(c.updated)}", c.id)
+        for c in services.conversations.conversations()
+    ]
 
 
 def source_label(source: Source) -> str:
