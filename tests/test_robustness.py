@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 
 from localllm.documents.isolated import parse_isolated
 from localllm.documents.model import DocumentError
-from localllm.documents.parse import parse_file
+from localllm.documents.parse import ParseCancelled, parse_file
 from tests.conftest import ROOT, RunningApp, cli_env, require, run_cli
 from tests.corpus import corpus_file
 from tests.mutations import Sample, hostile, mutated, seeds
@@ -140,6 +140,18 @@ def test_a_reader_that_hangs_is_stopped_and_the_next_file_is_read(tmp_path: Path
     good = tmp_path / "good.md"
     good.write_text("# Notes\n\nThe heron nests by the north pond.\n")
     assert "north pond" in parse_isolated(good).elements[-1].text
+
+
+def test_where_there_is_no_worker_files_are_read_here_alike(tmp_path: Path) -> None:
+    """The path of a platform without the worker (Windows): the same document, pages reported."""
+    pdf = corpus_file("ocrmypdf-multipage.pdf")
+    pages: list[tuple[int, int]] = []
+    here = parse_isolated(pdf, ocr=False, isolate=False, on_page=lambda d, t: pages.append((d, t)))
+    there = parse_isolated(pdf, ocr=False)
+    assert [e.text for e in here.elements] == [e.text for e in there.elements]
+    assert pages and pages[-1][0] == pages[-1][1]
+    with pytest.raises(ParseCancelled):
+        parse_isolated(pdf, ocr=False, isolate=False, should_stop=lambda: True)
 
 
 def test_a_reader_that_needs_too_much_memory_is_stopped(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ gets a new one.
 from __future__ import annotations
 
 import contextlib
-import resource
+import os
 import socket
 import subprocess
 import sys
@@ -24,6 +24,9 @@ from typing import Any
 from localllm.documents.model import DocumentError, ParsedDocument
 from localllm.documents.parse import ParseCancelled, parse_file
 
+# The worker is handed its end of a socket by file descriptor (POSIX); elsewhere files are read
+# in this process, without the limits.
+ISOLATE = os.name == "posix"
 STALL_SECONDS = 180.0  # no page finished for this long (OCR takes seconds a page): stuck
 MEMORY_MB = 4096  # address space the worker may take: a bomb fails, a 2,400-page manual does not
 
@@ -31,6 +34,8 @@ MEMORY_MB = 4096  # address space the worker may take: a bomb fails, a 2,400-pag
 def serve(fd: int, memory_mb: int) -> None:
     """The worker: parse each (path, name, ocr) it is sent, answering pages and the document."""
     if memory_mb:
+        import resource  # POSIX only, as the worker is
+
         limit = memory_mb << 20
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -91,11 +96,15 @@ def parse_isolated(
     should_stop: Callable[[], bool] | None = None,
     stall_seconds: float = STALL_SECONDS,
     memory_mb: int = MEMORY_MB,
+    isolate: bool = ISOLATE,
 ) -> ParsedDocument:
     """parse_file(path) in the worker; DocumentError when it stalls, crashes or runs out of memory,
-    ParseCancelled when should_stop() says so (the worker is stopped then, and in those cases)."""
+    ParseCancelled when should_stop() says so (the worker is stopped then, and in those cases).
+    With `isolate` False, parse_file here, with no limits."""
     global _worker
     name = name or Path(path).name
+    if not isolate:
+        return parse_file(Path(path), name=name, ocr=ocr, on_page=on_page, should_stop=should_stop)
     with _lock:
         if _worker is None or _worker.process.poll() is not None or _worker.memory_mb != memory_mb:
             if _worker is not None:

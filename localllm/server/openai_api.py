@@ -43,9 +43,12 @@ def _unicode(text: str) -> str:
     return text
 
 
+Text = Annotated[str, AfterValidator(_unicode)]
+
+
 class ChatMessageBody(BaseModel):
     role: Literal["system", "user", "assistant"]
-    content: Annotated[str, AfterValidator(_unicode)]
+    content: Text
 
 
 class StreamOptions(BaseModel):
@@ -67,7 +70,7 @@ class ChatCompletionBody(BaseModel):
 
 
 class EmbeddingBody(BaseModel):
-    input: Annotated[str, AfterValidator(_unicode)] | list[Annotated[str, AfterValidator(_unicode)]]
+    input: Text | list[Text]
     model: str | None = None
 
 
