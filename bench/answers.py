@@ -32,15 +32,24 @@ BENCH = Path(__file__).resolve().parent
 SHARED = BENCH.parents[1] / "shared"
 CORPUS = SHARED / "corpus"
 SETS = {
-    "faq": (SHARED / "eval" / "dev_qa.jsonl", ["debian-faq.en.pdf"]),
+    "faq": (BENCH / "eval" / "faq_qa.jsonl", ["debian-faq.en.pdf"]),
     "other": (
         BENCH / "eval" / "other_qa.jsonl",
         ["R-intro.pdf", "developers-reference.pdf", "reportlab-userguide.pdf"],
     ),
 }
-GATES = [0.0, 0.25, 0.3, 0.35, 0.4, 0.45]
-SUPPORTS = [0.3, 0.4, 0.5, 0.6, 0.7]
-QUOTES = [0.5, 0.6, 0.7, 0.8, 1.01]  # 1.01: never quote
+GATES = [0.0, 0.3, 0.35, 0.4, 0.45, 0.5]
+SUPPORTS = [0.4, 0.5, 0.6, 0.7]
+QUOTES = [0.4, 0.5, 0.6, 0.7, 0.8, 1.01]  # 1.01: never quote
+LEADS = [0.8, 0.85, 0.9, 0.95, 1.01]  # 1.01: a quote never leads over a supported answer
+UNKNOWNS = [0.2, 0.25, 0.34, 0.5, 1.01]  # share of the question's words no passage holds; 1.01 off
+THRESHOLDS = (
+    "rag_min_similarity",
+    "rag_support_threshold",
+    "rag_quote_threshold",
+    "rag_lead_threshold",
+    "rag_unknown_share",
+)
 TARGETS = {"cited_has_page": 0.85, "declined_unanswerable": 0.90, "answered": 0.90, "echoed": 0.05}
 STARTED = time.perf_counter()
 
@@ -70,13 +79,15 @@ class Asked:
     quote: tuple[float, int] | None  # the best passage for the question: score, its source
     sources: dict[int, tuple[str, list[int]]]  # n -> (file, pages)
     seconds: float
+    unknown: list[str] = dataclasses.field(default_factory=list)  # words no passage holds
+    content_words: int = 0
 
 
 def ask_all(
     services: Any, model: Any, collection: str, items: list[Any], labels: str
 ) -> list[Asked]:
     from localllm.documents.chunk import search_text
-    from localllm.index.lexical import term_coverage
+    from localllm.index.lexical import QUESTION_WORDS, term_coverage, tokenize
     from localllm.llm.manager import params_from_settings
     from localllm.rag.answer import MIN_TERM_COVERAGE, is_decline
     from localllm.rag.attribute import attribute, echoed, quote_candidate
@@ -84,7 +95,8 @@ def ask_all(
     params = params_from_settings(services.settings, temperature=0.0, seed=0, max_tokens=96)
     chat = services.grounded(model)
     chat.min_similarity = 0.0  # ask the model every question; the gate is applied afterwards
-    chat.labels = labels
+    chat.labels, _, order = labels.partition("-")  # e.g. "file-last": best source last
+    chat.order = "best_last" if order == "last" else "best_first"
     embed = services.embedder.embed
     out = []
     for i, item in enumerate(items):
@@ -95,6 +107,7 @@ def ask_all(
         texts = [search_text(h.chunk.text, h.chunk.section) for h in found.hits] if found else []
         attribution = attribute(text, answer.sources, embed, threshold=0.0)
         quote = quote_candidate(item.question, answer.sources, embed)
+        content = set(tokenize([answer.query])[0]) - QUESTION_WORDS
         out.append(
             Asked(
                 question=item.question,
@@ -108,6 +121,8 @@ def ask_all(
                 quote=(quote[0], quote[1].n) if quote else None,
                 sources={s.n: (s.file, s.pages) for s in answer.sources},
                 seconds=time.perf_counter() - t,
+                unknown=services.store.sync_lexical(collection).unknown_words(answer.query),
+                content_words=len(content),
             )
         )
         if (i + 1) % 10 == 0:
@@ -115,39 +130,48 @@ def ask_all(
     return out
 
 
-def outcome(a: Asked, gate: float, support: float, quote: float) -> tuple[str, set[int]]:
-    """What the user is shown under these thresholds, and the sources it cites."""
+def outcome(a: Asked, t: tuple[float, ...]) -> tuple[str, set[int]]:
+    """What the user is shown under thresholds `t` (as THRESHOLDS), and the sources it cites."""
+    from localllm.rag.answer import decide
+
+    gate, support, quote, lead, unknown = t
     if not a.sources or (
         a.gate_similarity is not None and a.gate_similarity < gate and not a.gate_words
     ):
         return "declined", set()
-    if a.model_declined:
+    if unknown <= 1.0 and a.content_words and len(a.unknown) / a.content_words >= unknown:
         return "declined", set()
     cited = {n for score, n in a.claims if n is not None and score >= support}
-    if cited and not a.echoed:
-        return "answered", cited
-    if a.quote is not None and a.quote[0] >= quote:
-        return "quoted", {a.quote[1]}
-    return "unsupported", set()
+    shown = decide(
+        model_declined=a.model_declined,
+        supported=cited,
+        echoed=a.echoed,
+        quote=a.quote,
+        quote_threshold=quote,
+        lead_threshold=lead,
+    )
+    if shown == "answered":
+        return shown, cited
+    if shown == "quoted" and a.quote is not None:
+        return shown, {a.quote[1]}
+    return shown, set()
 
 
-def score(asked: list[Asked], gate: float, support: float, quote: float) -> dict[str, float]:
+def score(asked: list[Asked], t: tuple[float, ...]) -> dict[str, float]:
     answerable = [a for a in asked if a.gold]
     unanswerable = [a for a in asked if not a.gold]
     answered, cites, precision, supported, echoes = [], [], [], [], []
     for a in answerable:
-        shown, cited = outcome(a, gate, support, quote)
+        shown, cited = outcome(a, t)
         answered.append(shown in ("answered", "quoted"))
         holds = [n for n in cited if a.sources[n][0] == a.gold[0] and a.gold[1] in a.sources[n][1]]
         cites.append(bool(holds))
         if cited:
             precision.append(len(holds) / len(cited))
         if shown == "answered":
-            supported += [s >= support and n is not None for s, n in a.claims]
+            supported += [s >= t[1] and n is not None for s, n in a.claims]
         echoes.append(a.echoed and not a.model_declined)
-    declined = [
-        outcome(a, gate, support, quote)[0] in ("declined", "unsupported") for a in unanswerable
-    ]
+    declined = [outcome(a, t)[0] in ("declined", "unsupported") for a in unanswerable]
 
     return summary(answered, cites, precision, supported, echoes, declined)
 
@@ -174,15 +198,15 @@ def summary(
     }
 
 
-def choose(asked: list[Asked]) -> tuple[tuple[float, float, float], dict[str, float]]:
+def choose(asked: list[Asked]) -> tuple[tuple[float, ...], dict[str, float]]:
     """The thresholds with the most unanswerable declined and citations right, answering >= 0.9."""
-    best: tuple[float, tuple[float, float, float], dict[str, float]] | None = None
-    for gate, support, quote in itertools.product(GATES, SUPPORTS, QUOTES):
-        s = score(asked, gate, support, quote)
+    best: tuple[float, tuple[float, ...], dict[str, float]] | None = None
+    for t in itertools.product(GATES, SUPPORTS, QUOTES, LEADS, UNKNOWNS):
+        s = score(asked, t)
         ok = s["answered"] >= TARGETS["answered"]
         value = (1.0 if ok else 0.0) + s["declined_unanswerable"] + s["cited_has_page"]
         if best is None or value >= best[0]:  # a tie goes to the stricter thresholds
-            best = (value, (gate, support, quote), s)
+            best = (value, t, s)
     assert best is not None
     return best[1], best[2]
 
@@ -190,10 +214,16 @@ def choose(asked: list[Asked]) -> tuple[tuple[float, float, float], dict[str, fl
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--answerable", type=int, default=16, help="per set")
-    parser.add_argument("--labels", nargs="*", default=["file", "number"], help="prompt styles")
+    parser.add_argument(
+        "--labels",
+        nargs="*",
+        default=["file", "number"],
+        help="prompt styles: file, number, file-last, number-last (best source next to the question)",
+    )
     parser.add_argument(
         "--rescore", action="store_true", help="the table again from results/answers.json's answers"
     )
+    parser.add_argument("--store", type=Path, help="keep the ingested sets here, reuse them")
     args = parser.parse_args()
     if args.rescore:
         return rescore()
@@ -202,7 +232,7 @@ def main() -> None:
     from localllm.eval.metrics import load_qa
     from localllm.services import Services
 
-    work = Path(tempfile.mkdtemp(prefix="bench-answers-"))
+    work = args.store or Path(tempfile.mkdtemp(prefix="bench-answers-"))
     settings = Settings(
         models_dir=work / "models",
         docs_store=work / "docs_store",
@@ -216,8 +246,11 @@ def main() -> None:
         model = services.models.get("bundled")
         for name, (qa, files) in SETS.items():
             t = time.perf_counter()
-            ingested = services.ingestor().ingest([CORPUS / f for f in files], name)
-            say(f"{name}: ingested {len(ingested.results)} files ({time.perf_counter() - t:.0f} s)")
+            if not any(d.collection == name for d in services.store.documents()):
+                ingested = services.ingestor().ingest([CORPUS / f for f in files], name)
+                say(
+                    f"{name}: ingested {len(ingested.results)} files ({time.perf_counter() - t:.0f} s)"
+                )
             items = subset([q for q in load_qa(qa) if q.doc and q.page], args.answerable)
             own = load_qa(BENCH / "eval" / f"unanswerable_{name}.jsonl")
             for labels in args.labels:
@@ -225,23 +258,20 @@ def main() -> None:
                 asked[name, labels] = ask_all(services, model, name, questions, labels)
     finally:
         services.close()
-        shutil.rmtree(work, ignore_errors=True)
+        if not args.store:
+            shutil.rmtree(work, ignore_errors=True)
 
     report(
         asked,
         machine(),
-        (
-            settings.rag_min_similarity,
-            settings.rag_support_threshold,
-            settings.rag_quote_threshold,
-        ),
+        tuple(getattr(settings, name) for name in THRESHOLDS),
     )
 
 
 def report(
     asked: dict[tuple[str, str], list[Asked]],
     where: dict[str, Any],
-    defaults: tuple[float, float, float],
+    defaults: tuple[float, ...],
 ) -> None:
     chosen = {labels: choose(v) for (name, labels), v in asked.items() if name == "faq"}
     rows = []
@@ -251,7 +281,7 @@ def report(
             ("defaults", defaults),
             ("chosen on faq", chosen[labels][0]),
         ):
-            s = model_only(answers) if t is None else score(answers, *t)
+            s = model_only(answers) if t is None else score(answers, t)
             rows.append({"set": name, "labels": labels, "thresholds": label, "values": t, **s})
     payload = {
         "benchmark": "answers",
@@ -264,14 +294,7 @@ def report(
             for (n, lab), v in asked.items()
         },
         "chosen": {
-            labels: dict(
-                zip(
-                    ("rag_min_similarity", "rag_support_threshold", "rag_quote_threshold"),
-                    t,
-                    strict=True,
-                )
-            )
-            for labels, (t, _) in chosen.items()
+            labels: dict(zip(THRESHOLDS, t, strict=True)) for labels, (t, _) in chosen.items()
         },
         "rows": rows,
         "p50_seconds": {
@@ -313,7 +336,7 @@ def rescore() -> None:
     report(
         asked,
         saved["machine"],
-        (s.rag_min_similarity, s.rag_support_threshold, s.rag_quote_threshold),
+        tuple(getattr(s, name) for name in THRESHOLDS),
     )
 
 

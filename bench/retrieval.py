@@ -1,6 +1,6 @@
 """Retrieval benchmark: quality, latency at 100k chunks, and time to first token of a grounded answer.
 
-1. Quality: the FAQ (/work/shared/eval/dev_qa.jsonl) and three other manuals (bench/eval/other_qa.jsonl,
+1. Quality: the FAQ (bench/eval/faq_qa.jsonl: the shared dev_qa.jsonl, contents-page labels corrected) and three other manuals (bench/eval/other_qa.jsonl,
    paraphrased questions held out from tuning) ingested with default settings; hit@1/5/10, MRR,
    nDCG@10 and latency for vector search, the default hybrid pipeline, and hybrid + the model-judge
    reranker (the bundled SmolLM2; it is slow, so it runs on a fixed subset, with the other two
@@ -40,7 +40,7 @@ FAQ = "debian-faq.en.pdf"
 OTHERS = ["R-intro.pdf", "developers-reference.pdf", "reportlab-userguide.pdf"]
 SCALE_FILES = ["fullrefman.pdf", FAQ, *OTHERS]
 EVAL_SETS = {
-    "faq": (SHARED / "eval" / "dev_qa.jsonl", [FAQ]),
+    "faq": (BENCH / "eval" / "faq_qa.jsonl", [FAQ]),
     "other": (BENCH / "eval" / "other_qa.jsonl", OTHERS),
 }
 # dev_qa.jsonl indices: a question, then one that follows on from it in the FAQ
@@ -388,7 +388,7 @@ def table(payload: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "faq: debian-faq.en.pdf with dev_qa.jsonl; other: R-intro, developers-reference, "
+        "faq: debian-faq.en.pdf with bench/eval/faq_qa.jsonl; other: R-intro, developers-reference, "
         "reportlab-userguide with bench/eval/other_qa.jsonl. The reranker (bundled SmolLM2 as a "
         "Yes/No judge of the top 10) is too slow for every question: it ran on the fixed subset "
         "(evenly spaced questions), with vector and hybrid on the same subset beside it. Baseline "

@@ -82,6 +82,25 @@ class Settings(BaseSettings):
         description="When the model's answer has nothing the documents support, a passage that "
         "answers the question this well is quoted instead of declining.",
     )
+    rag_lead_threshold: float = Field(
+        1.01,
+        ge=0.0,
+        le=1.01,
+        description="A passage that answers the question this closely (an FAQ's own heading) is "
+        "quoted even when the model answered from another source or declined; above 1: never.",
+    )
+    rag_unknown_share: float = Field(
+        1.01,
+        ge=0.0,
+        le=1.01,
+        description="Decline, naming them, when at least this share of the question's words "
+        "occur in no passage of the collection; above 1: never.",
+    )
+    rag_source_order: Literal["best_first", "best_last"] = Field(
+        "best_first",
+        description="How the sources are laid out in the prompt: the best one first, or last, "
+        "next to the question (a small model copies from what it read last).",
+    )
     rerank: Literal["off", "llm"] = Field(
         "off", description="llm: the chat model judges the top chunks."
     )

@@ -95,6 +95,9 @@ class Services:
             min_similarity=self.settings.rag_min_similarity,
             support_threshold=self.settings.rag_support_threshold,
             quote_threshold=self.settings.rag_quote_threshold,
+            lead_threshold=self.settings.rag_lead_threshold,
+            unknown_share=self.settings.rag_unknown_share,
+            order=self.settings.rag_source_order,
         )
 
     @property

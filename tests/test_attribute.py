@@ -96,3 +96,56 @@ def test_the_chat_marks_the_claims_no_source_supports() -> None:
     refusal = "I can't find that in your documents."
     assert mark_unsupported(refusal) == refusal
     assert UNSUPPORTED not in shown_answer("Run apt-mark hold [1].", [HOLD])
+
+
+FAQ_ENTRY = Source(
+    n=1,
+    file="faq.pdf",
+    pages=[30],
+    section="6 The Debian archives",
+    text="THE DEBIAN ARCHIVES 6.3. WHAT ABOUT SID?\n6.3 What about sid?\n"
+    "sid or unstable is the place where most of the packages are initially uploaded.\n"
+    "It will never be released directly.\n6.4 What is the testing distribution?\n"
+    "Testing is the distribution that becomes the next stable one.",
+    score=0.8,
+)
+
+
+def test_a_question_heading_is_quoted_with_the_answer_under_it() -> None:
+    quote = best_quote("What about sid?", [FAQ_ENTRY], None, 0.5)
+    assert quote is not None
+    _, (start, end), _ = quote
+    quoted = FAQ_ENTRY.text[start:end]
+    assert quoted.startswith("6.3 What about sid?"), "not the running header that repeats it"
+    assert "initially uploaded" in quoted
+    assert "testing" not in quoted.lower(), "the answer stops before the next question"
+    alone = Source(**{**FAQ_ENTRY.__dict__, "text": "6.3 What about sid?\n6.4 What is testing?"})
+    assert best_quote("What about sid?", [alone], None, 0.5) is None, "a heading answers nothing"
+
+
+def test_what_an_answer_shows_follows_what_attribution_found() -> None:
+    from localllm.rag.answer import decide
+
+    strong, weak = (0.95, 2), (0.55, 2)
+    kw = {"quote_threshold": 0.5, "lead_threshold": 0.9}
+    assert decide(model_declined=False, supported={1}, echoed=False, quote=weak, **kw) == "answered"
+    assert decide(model_declined=False, supported={2}, echoed=False, quote=strong, **kw) == (
+        "answered"
+    ), "the model answered from the passage that answers: its words are shown"
+    assert decide(model_declined=False, supported={1}, echoed=False, quote=strong, **kw) == (
+        "quoted"
+    ), "a passage that answers the question word for word leads over another source"
+    assert (
+        decide(model_declined=True, supported=set(), echoed=False, quote=strong, **kw) == "quoted"
+    )
+    assert (
+        decide(model_declined=True, supported=set(), echoed=False, quote=weak, **kw) == "declined"
+    )
+    assert decide(model_declined=False, supported={1}, echoed=True, quote=weak, **kw) == "quoted"
+    assert decide(model_declined=False, supported=set(), echoed=False, quote=(0.4, 1), **kw) == (
+        "unsupported"
+    )
+    never = {"quote_threshold": 0.5, "lead_threshold": 1.01}
+    assert decide(model_declined=False, supported={1}, echoed=False, quote=(1.0, 2), **never) == (
+        "answered"
+    )

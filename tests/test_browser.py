@@ -5,12 +5,14 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
 from localllm.chat.conversations import ConversationStore
+from tests.browser_citations import answer_marks, check_citation, citation_links
 from tests.conftest import ARTIFACTS, RunningApp, chromium_path, require
 from tests.corpus import corpus_file
 
@@ -166,24 +168,29 @@ def test_documents_tab_indexes_a_dropped_file(
     assert foreign_requests(page.requested) == []
 
 
+def ingest_faq(page: Any, collection: str) -> None:
+    """Index the Debian FAQ into `collection` in the Documents tab, then ground the chat in it."""
+    page.get_by_role("tab", name="Documents").click()
+    name = page.locator("#collection input")
+    name.fill(collection)
+    name.press("Enter")
+    with page.expect_response(lambda r: "/upload" in r.url and r.ok):
+        page.locator("#upload-files input[type=file]").set_input_files(str(faq_pdf()))
+    page.locator("#index").click()
+    wait_for_text(page, "ingest-status", "Done")
+    page.get_by_role("tab", name="Chat").click()
+    page.locator("#chat-collection input").click()
+    page.get_by_role("option", name=collection, exact=True).click()
+
+
+def faq_pdf() -> Path:
+    return corpus_file("debian-faq.en.pdf")
+
+
 def test_grounded_chat_cites_and_shows_the_page(page: Any, running_app: RunningApp) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.goto(running_app.url)
-    page.get_by_role("tab", name="Documents").click()
-    collection = page.locator("#collection input")
-    collection.fill("faq-browser")
-    collection.press("Enter")
-    with page.expect_response(lambda r: "/upload" in r.url and r.ok):
-        page.locator("#upload-files input[type=file]").set_input_files(
-            str(corpus_file("debian-faq.en.pdf"))
-        )
-    page.locator("#index").click()
-    wait_for_text(page, "ingest-status", "Done")
-
-    page.get_by_role("tab", name="Chat").click()
-    picker = page.locator("#chat-collection input")
-    picker.click()
-    page.get_by_role("option", name="faq-browser").click()
+    ingest_faq(page, "faq-browser")
     box = page.locator("#message textarea")
     box.fill("Where is Google Earth?")
     box.press("Enter")
@@ -285,6 +292,52 @@ def test_a_reload_keeps_the_history_the_model_line_and_the_thumbs(
     assert not re.search(r"message \d+", preview), preview
     assert column_in_view(page, "ft-preview", "Source")
     page.screenshot(path=str(ARTIFACTS / "reload.png"), full_page=True)
+    assert foreign_requests(page.requested) == []
+
+
+def test_a_citation_shows_its_sentences_support_and_a_reload_keeps_the_marks(
+    page: Any, running_app: RunningApp
+) -> None:
+    """Each [n] of a grounded answer opens its source's page with its own sentence's support
+    highlighted; a reloaded page reopens each answer with its unsupported marks, its citation
+    links and the model's own words folded, as they were when answered."""
+    conffiles, testing, earth = (
+        "What is Conffiles?",  # three sentences, each with its own span of one source
+        "What is the testing distribution?",  # a claim no source supports
+        "Where is Google Earth?",  # nothing the model wrote is supported: a quote
+    )
+    page.goto(running_app.url)
+    ingest_faq(page, "faq-cite")
+    page.get_by_role("button", name="Parameters").click()
+    temperature = page.get_by_role("spinbutton", name="Temperature")
+    temperature.fill("0")  # the same answers every run
+    temperature.press("Enter")
+    saved = ConversationStore(running_app.models_dir.parent / "data" / "conversations.sqlite3")
+    try:
+        ask(page, conffiles)
+        links = citation_links(page)
+        assert len(set(links)) >= 2, links
+        shown, told_apart = check_citation(page, saved, faq_pdf(), links[0], None)
+        assert told_apart == 2, "its lines are fewer than all of the source's spans, or its own"
+        check_citation(page, saved, faq_pdf(), links[-1], shown)
+        page.screenshot(path=str(ARTIFACTS / "citation.png"), full_page=True)
+        marks = {conffiles: answer_marks(page)}
+        for question in (testing, earth):
+            page.locator("#new-chat").click()
+            page.wait_for_function("() => !document.querySelector('#chatbot .message')")
+            ask(page, question)
+            marks[question] = answer_marks(page)
+        assert marks[testing]["unsupported"] > 0 and marks[testing]["links"], marks[testing]
+        assert marks[earth]["links"] and "Show the unsupported answer" in marks[earth]["fold"]
+
+        page.reload()
+        for question, before in marks.items():
+            open_saved(page, question)
+            assert answer_marks(page) == before, question
+        links = citation_links(page)  # Google Earth's: the quote's own passage
+        check_citation(page, saved, faq_pdf(), links[-1], None)
+    finally:
+        saved.close()
     assert foreign_requests(page.requested) == []
 
 

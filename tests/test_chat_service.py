@@ -3,7 +3,8 @@ history every face sends the same way."""
 
 from __future__ import annotations
 
-from localllm.chat.service import ChatMessage, plain_messages, turns_from
+from localllm.chat.service import ChatMessage, answer_details, plain_messages, turns_from
+from localllm.rag.answer import GroundedAnswer
 from localllm.rag.prompt import Source
 
 SOURCE = Source(n=1, file="faq.pdf", pages=[3], section=None, text="Hold it.", score=0.9)
@@ -40,3 +41,26 @@ def test_history_pairs_questions_with_answers_and_their_sources() -> None:
         ("And release it?", "apt-mark unhold."),
     ]
     assert turns[0].sources == [SOURCE] and turns[1].sources == []
+
+
+def test_a_grounded_answer_is_saved_with_what_its_check_found() -> None:
+    hold = Source(
+        n=1,
+        file="faq.pdf",
+        pages=[40],
+        section=None,
+        text="Hold a package with apt-mark hold package_name.",
+        score=0.9,
+    )
+    grounded = GroundedAnswer("How do I hold a package?", "hold package", [hold], [], False)
+    written = "Hold a package with apt-mark hold. Penguins founded the project on the Moon."
+    grounded.check(written)
+    details = answer_details(grounded)
+    assert details == {
+        "outcome": grounded.outcome,
+        "model_answer": written,
+        "attribution": grounded.attribution.to_list(),
+    }
+    claims = details["attribution"]
+    assert isinstance(claims, list) and [c["source"] for c in claims] == [1, None]
+    assert claims[0]["span"] == [0, len(hold.text)]

@@ -245,3 +245,72 @@ def test_a_store_locked_by_another_program_is_a_clear_error_and_loses_nothing(
         "Where does the heron nest?",
         "By the north pond.",
     ]
+
+
+DETAILS = {
+    "outcome": "answered",
+    "model_answer": "It is in contrib. The moon is cheese.",
+    "attribution": [
+        {"sentence": "It is in contrib.", "source": 1, "support": 0.8, "span": [0, 17]},
+        {"sentence": "The moon is cheese.", "source": None, "support": 0.1, "span": None},
+    ],
+}
+
+
+def test_an_answer_keeps_its_check_for_showing_it_again(path: Path) -> None:
+    with ConversationStore(path) as store:
+        conversation = store.create()
+        store.add_message(conversation, "user", "Where is Google Earth?")
+        answer = store.add_message(conversation, "assistant", "In contrib [1].", [SOURCE], DETAILS)
+        plain = store.add_message(conversation, "assistant", "Hello.")
+    with ConversationStore(path) as reopened:
+        question, checked, unchecked = reopened.messages(conversation)
+        assert checked.details == DETAILS and checked.id == answer
+        assert question.details == {} and unchecked.details == {}
+        assert reopened.message(answer) == checked and reopened.message(plain) == unchecked
+        with pytest.raises(ConversationError, match="no message with id 999"):
+            reopened.message(999)
+
+
+# The file as LocalLLM wrote it before answers kept their check.
+OLD_SCHEMA = """
+CREATE TABLE conversations (id TEXT PRIMARY KEY, title TEXT NOT NULL DEFAULT '', collection TEXT,
+    created REAL NOT NULL, updated REAL NOT NULL, touched INTEGER NOT NULL);
+CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT,
+    conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+    role TEXT NOT NULL CHECK (role IN ('user', 'assistant')), content TEXT NOT NULL,
+    sources TEXT NOT NULL DEFAULT '[]', created REAL NOT NULL,
+    rating INTEGER CHECK (rating IN (1, -1)), rated REAL);
+INSERT INTO conversations VALUES ('old', 'Where is Google Earth?', 'faq', 1.0, 2.0, 1);
+INSERT INTO messages (conversation_id, role, content, created)
+    VALUES ('old', 'user', 'Where is Google Earth?', 1.0);
+INSERT INTO messages (conversation_id, role, content, sources, created, rating)
+    VALUES ('old', 'assistant', 'In contrib [1].', '[{"n": 1}]', 2.0, 1);
+PRAGMA user_version = 1;
+"""
+
+
+def test_a_file_from_before_answers_kept_their_check_opens_and_keeps_it_from_then_on(
+    path: Path,
+) -> None:
+    path.parent.mkdir(parents=True)
+    with closing(sqlite3.connect(path)) as old:
+        old.executescript(OLD_SCHEMA)
+    with ConversationStore(path) as store:
+        question, answer = store.messages("old")
+        assert (question.content, answer.content, answer.sources) == (
+            "Where is Google Earth?",
+            "In contrib [1].",
+            [{"n": 1}],
+        )
+        assert answer.details == {} and answer.rating == 1
+        assert [e.answer for e in store.feedback()] == ["In contrib [1]."]
+        store.add_message("old", "user", "And the moon?")
+        added = store.add_message("old", "assistant", "Cheese.", [SOURCE], DETAILS)
+    with ConversationStore(path) as again:  # the column is added once
+        assert again.message(added).details == DETAILS
+        assert [m.details for m in again.messages("old")][:2] == [{}, {}]
+    with closing(sqlite3.connect(path)) as raw:
+        columns = [row[1] for row in raw.execute("PRAGMA table_info(messages)")]
+        assert columns.count("details") == 1
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == 1, "older versions still open it"

@@ -461,6 +461,40 @@ def test_an_answer_the_documents_do_not_support_is_not_shown_as_one(
         assert [s.n for s in echo.sources if s.cited] and all(s.spans for s in echo.cited)
 
 
+def test_a_question_on_what_the_documents_never_name_is_declined_naming_it(
+    faq_services: Services, model: LlamaCppChatModel, params: GenerationParams
+) -> None:
+    chat = GroundedChat(faq_services.retriever(), min_similarity=0.0, unknown_share=0.2)
+    asked = "How do I read an Excel workbook into R with readxl?"
+    answer = chat.prepare(model, asked, "faq", params)
+    assert answer.declined and "readxl" in answer.unknown_words
+    before = model.last_stats
+    shown = "".join(answer.stream(model, params))
+    assert model.last_stats is before, "the model was not asked"
+    assert shown.startswith(REFUSAL) and "“readxl”" in shown and answer.to_dict()["declined"]
+    kept = chat.prepare(model, HOLD_QUESTION, "faq", params)
+    assert not kept.declined and kept.unknown_words == []
+
+
+def test_the_passage_that_answers_word_for_word_leads_over_another_source(
+    faq_services: Services, model: LlamaCppChatModel, params: GenerationParams
+) -> None:
+    question = "What is meant by Pre-Depends?"
+    chat = GroundedChat(faq_services.retriever(), lead_threshold=0.85)
+    answer = chat.prepare(model, question, "faq", params)
+    answering = [s for s in answer.sources if "special dependency" in squash(s.text)]
+    assert answering and all(39 in s.pages for s in answering)
+    other = next(s for s in answer.sources if 39 not in s.pages and "Pre-Depends" not in s.text)
+    copied = squash(other.text).split(". ")[0].rstrip(".") + "."
+    answer.check(copied)  # a small model copying a sentence of the wrong source
+    assert answer.outcome == "quoted", answer.text
+    assert answer.text.startswith("A quote from your documents (debian-faq.en.pdf, p. 39)")
+    assert "special dependency" in answer.text and answer.model_text == copied
+    assert [s.n for s in answer.cited] == [s.n for s in answering[:1]]
+    heading = "What is meant by Pre-Depends?"
+    assert squash(answer.text).count(heading) <= 1, "the heading, then the answer under it"
+
+
 # last in this file: it switches the services' model away from the `model` fixture's
 
 

@@ -288,3 +288,45 @@ def test_lexical_index_persists_and_is_rebuilt_from_chroma(faq: Faq) -> None:
     assert results() == before, "rebuilt from the chunks in Chroma"
     assert meta.is_file()
     assert (folder / "docs" / f"{faq.doc_id}.json").is_file(), "tokens backfilled"
+
+
+def test_contents_indexes_and_bare_headings_are_navigation() -> None:
+    from localllm.index.navigation import is_navigation
+
+    contents = (
+        "3.1.8 From an administrator's point of view, which distribution needs more attention? 9\n"
+        "3.1.9 What happens when a new release is made? . . . . . . . . . . . . . . . 10\n"
+        "3.1.10 I have a working Desktop with Debian installed. How do I know which\n"
+        "distribution I am running? . . . . . . . . . . . . . . . . . . . . . . . . . 10"
+    )
+    index = (
+        "abline . . . . . . . . . . . 71\nace . . . . . . . . . . . . 67\nadd1 . . . . . . . . 62"
+    )
+    for text in (
+        contents,
+        index,
+        "Chapter 16",
+        "User Guide Chapter 3 Fonts and encodings",
+        "Page 47",
+    ):
+        assert is_navigation(text), text
+    for text in (
+        "Deliveries arrive before seven and are signed for at the front desk.",
+        "> X <- cbind(arg_1, arg_2, arg_3, ...)\nthe arguments to cbind() must be vectors.",
+        "Plan\nPremium 2023 450 EUR per year.\nBasic 2023 120 EUR per year.",
+        "What is a Virtual Package?",
+    ):
+        assert not is_navigation(text), text
+
+
+def test_a_question_its_contents_page_lists_finds_the_answer_not_the_contents(
+    retriever: Retriever,
+) -> None:
+    from localllm.index.navigation import is_navigation
+
+    question = "What is this FAQ?"  # its contents line holds every word of it
+    shown = retriever.search(question, "faq", k=5).hits
+    assert shown and not any(is_navigation(h.chunk.text) for h in shown)
+    assert any(h.page == 9 and "frequently asked questions" in squash(h.chunk.text) for h in shown)
+    everything = retriever.search(question, "faq", k=5, navigation=True).hits
+    assert any(is_navigation(h.chunk.text) for h in everything), "the contents is still stored"

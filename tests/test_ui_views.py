@@ -5,18 +5,30 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import gradio as gr
 import pytest
 
 from localllm.chat.conversations import ConversationStore
+from localllm.chat.sources import highlighted
 from localllm.config import Settings
 from localllm.finetune.data import liked_answers
 from localllm.llm.download import SUGGESTED
+from localllm.rag.prompt import Source
 from localllm.services import Services
-from localllm.ui.chat_view import conversation_choices, feedback_values, model_note, when
+from localllm.ui.chat_view import (
+    UNSUPPORTED,
+    conversation_choices,
+    display_messages,
+    feedback_values,
+    model_note,
+    when,
+)
+from localllm.ui.citations import Citation
 from localllm.ui.finetune_view import conversation_labels, loss_frame, preview_rows
+from tests.corpus import corpus_file
 
 
 @pytest.fixture
@@ -91,3 +103,94 @@ def test_saved_conversations_are_listed_with_when_they_last_changed(tmp_path: Pa
     [(label, value)] = conversation_choices(services)
     assert value == chat and re.fullmatch(r"Where does the heron nest\? · \d\d:\d\d", label)
     assert when(0.0, now=86_400.0 * 365) == time.strftime("%Y-%m-%d", time.localtime(0.0))
+
+
+CONFFILE = Source(  # a chunk of page 37 of the Debian FAQ: a title, then a paragraph of four lines
+    n=1,
+    file="debian-faq.en.pdf",
+    pages=[37],
+    section="7.5 What is a Debian conffile?",
+    text="7.5 What is a Debian conffile?\nConffiles is a list of configuration files (usually "
+    "placed in /etc) that the package management system\nwill not overwrite when the package is "
+    "upgraded. This ensures that local values for the contents of these\nfiles will be "
+    "preserved, and is a critical feature enabling the in-place upgrade of packages on a "
+    "running\nsystem.",
+    score=0.9,
+    doc_id="faq",
+    boxes=[
+        (37, (85.57, 306.95, 299.27, 317.94)),
+        (37, (85.14, 334.61, 538.41, 380.2)),
+    ],
+    cited=True,
+)
+LIST = (31, 133)  # "Conffiles is a list ... management system": the paragraph's first line
+ENSURES = (CONFFILE.text.index("This ensures"), len(CONFFILE.text))  # its last three lines
+
+
+def test_each_span_is_highlighted_by_the_lines_it_is_on() -> None:
+    faq = corpus_file("debian-faq.en.pdf")
+    title, paragraph = (box for _, box in CONFFILE.boxes)
+    page, [line] = highlighted(faq, CONFFILE, [LIST])
+    assert page == 37 and line[3] - line[1] < 12, "one line, not the paragraph"
+    assert paragraph[1] - 1 <= line[1] < line[3] <= paragraph[1] + 12
+    _, lines = highlighted(faq, CONFFILE, [ENSURES])
+    assert len(lines) == 3 and all(paragraph[1] < b[1] < b[3] < paragraph[3] + 1 for b in lines)
+    assert line not in lines
+    _, both = highlighted(faq, CONFFILE, [(0, 30), LIST])
+    assert both[1] == line and title[1] - 1 <= both[0][1] < both[0][3] <= title[3] + 1
+    assert highlighted(faq, CONFFILE, []) == (37, [title, paragraph]), "no spans: the passage"
+    scrubbed = replace(CONFFILE, text=CONFFILE.text.replace("Conffiles", "[X]"))
+    assert highlighted(faq, scrubbed, [LIST]) == (37, [title, paragraph]), "not on the page"
+
+
+CHECKED = {
+    "outcome": "answered",
+    "model_answer": "Conffiles is a list of configuration files. It ensures local values are "
+    "kept. Penguins wrote it on the Moon.",
+    "attribution": [
+        {"sentence": "Conffiles is a list of configuration files.", "source": 1, "span": [31, 133]},
+        {"sentence": "It ensures local values are kept.", "source": 1, "span": list(ENSURES)},
+        {"sentence": "Penguins wrote it on the Moon.", "source": None, "span": None},
+    ],
+}
+SHOWN = (
+    "Conffiles is a list of configuration files [1]. It ensures local values are kept [1]. "
+    "Penguins wrote it on the Moon."
+)
+
+
+def test_a_saved_answer_shows_a_link_per_sentence_its_marks_and_its_fold(tmp_path: Path) -> None:
+    services = Services(
+        Settings(conversations_path=tmp_path / "c.sqlite3", docs_store=tmp_path / "docs")
+    )
+    saved = services.conversations
+    chat = saved.create(collection="faq")
+    sources = [CONFFILE.to_dict()]
+    saved.add_message(chat, "user", "What is a conffile?")
+    answered = saved.add_message(chat, "assistant", SHOWN, sources, CHECKED)
+    quote = 'A quote from your documents (debian-faq.en.pdf, p. 37): "Conffiles is a list" [1]'
+    quoted = {"outcome": "quoted", "model_answer": "Penguins.", "attribution": []}
+    quoted_id = saved.add_message(
+        chat, "assistant", quote, [{**sources[0], "spans": [LIST]}], quoted
+    )
+    old = saved.add_message(chat, "assistant", "In /etc [1].", sources)  # saved before details
+    shown, ids, _ = display_messages(services, chat)
+    checked, quoting, unchecked = (m["content"] for m in shown[1:])
+    first, second = (Citation(answered, 1, span).href for span in (LIST, ENSURES))
+    assert f"files [[1]]({first}). It ensures local values are kept [[1]]({second})" in checked
+    assert f"{UNSUPPORTED} _Penguins wrote it on the Moon._" in checked
+    assert "Show the unsupported answer" not in checked, "the model's own words are shown"
+    assert quoting.startswith(f"{quote[:-4]} [[1]]({Citation(quoted_id, 1, LIST).href})")
+    assert "<details><summary>Show the unsupported answer</summary>Penguins.</details>" in quoting
+    assert f"In /etc [[1]]({Citation(old, 1, None).href})." in unchecked, "the whole source"
+    assert "<details>" not in unchecked
+    assert ids == [m.id for m in saved.messages(chat)]
+    services.close()
+
+
+def test_a_citation_link_reads_back_as_what_it_cites() -> None:
+    for cited in (Citation(12, 3, (40, 97)), Citation(5, 1, None)):
+        assert Citation.parse(cited.href.removeprefix("#cite-")) == cited
+    assert Citation(12, 3, (40, 97)).href == "#cite-12-3-40-97"
+    for bad in ("", "12", "12-x", "12-3-40", "../etc", "12-3-40-97-1"):
+        assert Citation.parse(bad) is None, bad

@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -22,6 +22,7 @@ from localllm.errors import LocalLLMError
 ROLES = ("user", "assistant")
 RATINGS = (1, -1)  # liked, disliked
 TITLE_LENGTH = 60
+# Raised only by a change older versions can't live with; a column added with a default is not one.
 SCHEMA_VERSION = 1
 
 # `touched` orders conversations by their last change; clock readings can tie, a counter can't.
@@ -41,6 +42,7 @@ CREATE TABLE IF NOT EXISTS messages (
     role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
     content TEXT NOT NULL,
     sources TEXT NOT NULL DEFAULT '[]',
+    details TEXT NOT NULL DEFAULT '{}',
     created REAL NOT NULL,
     rating INTEGER CHECK (rating IN (1, -1)),
     rated REAL
@@ -71,6 +73,9 @@ class StoredMessage:
     sources: list[dict[str, Any]]
     created: float
     rating: int | None  # 1 liked, -1 disliked
+    # a grounded answer's check: outcome, model_answer, attribution (GroundedAnswer.to_dict's);
+    # empty for a plain answer, and for one saved before answers kept it
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -129,6 +134,7 @@ class ConversationStore:
         role: str,
         content: str,
         sources: Sequence[dict[str, Any]] = (),
+        details: dict[str, Any] | None = None,
     ) -> int:
         """Append a message; the first user message names an untitled conversation."""
         if role not in ROLES:
@@ -137,9 +143,16 @@ class ConversationStore:
         with self._transaction() as db:
             title = _summary_row(db, conversation_id)["title"]
             cursor = db.execute(
-                "INSERT INTO messages (conversation_id, role, content, sources, created)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (conversation_id, role, content, json.dumps(list(sources)), now),
+                "INSERT INTO messages (conversation_id, role, content, sources, details, created)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    conversation_id,
+                    role,
+                    content,
+                    json.dumps(list(sources)),
+                    json.dumps(details or {}),
+                    now,
+                ),
             )
             if not title and role == "user":
                 title = title_from(content)
@@ -168,11 +181,16 @@ class ConversationStore:
         with self._transaction() as db:
             _summary_row(db, conversation_id)
             rows = db.execute(
-                "SELECT id, role, content, sources, created, rating FROM messages"
-                " WHERE conversation_id = ? ORDER BY id",
-                (conversation_id,),
+                f"{_MESSAGE} WHERE conversation_id = ? ORDER BY id", (conversation_id,)
             ).fetchall()
         return [_message(row) for row in rows]
+
+    def message(self, message_id: int) -> StoredMessage:
+        with self._transaction() as db:
+            row = db.execute(f"{_MESSAGE} WHERE id = ?", (message_id,)).fetchone()
+        if row is None:
+            raise ConversationError(f"no message with id {message_id}; it may have been deleted")
+        return _message(row)
 
     def delete(self, conversation_id: str) -> None:
         """Delete the conversation with its messages and their ratings."""
@@ -240,6 +258,7 @@ class ConversationStore:
                 raise ConversationError(f"the saved conversations at {self.path}: {e}") from e
 
 
+_MESSAGE = "SELECT id, role, content, sources, details, created, rating FROM messages"
 _SUMMARY = (
     "SELECT c.id, c.title, c.collection, c.created, c.updated, COUNT(m.id) AS messages"
     " FROM conversations c LEFT JOIN messages m ON m.conversation_id = c.id"
@@ -298,6 +317,9 @@ def _create_schema(db: sqlite3.Connection, path: Path) -> None:
         )
     with db:
         db.executescript(_SCHEMA)
+        columns = {row["name"] for row in db.execute("PRAGMA table_info(messages)")}
+        if "details" not in columns:  # a file from before answers kept their check
+            db.execute("ALTER TABLE messages ADD COLUMN details TEXT NOT NULL DEFAULT '{}'")
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
@@ -344,6 +366,7 @@ def _message(row: sqlite3.Row) -> StoredMessage:
         sources=json.loads(row["sources"]),
         created=row["created"],
         rating=row["rating"],
+        details=json.loads(row["details"] or "{}"),
     )
 
 

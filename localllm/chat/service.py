@@ -208,4 +208,11 @@ class ChatService:
                     "assistant",
                     result.text,
                     [s.to_dict() for s in result.sources],
+                    answer_details(grounded) if grounded is not None else None,
                 )
+
+
+def answer_details(grounded: GroundedAnswer) -> dict[str, object]:
+    """What a saved grounded answer keeps besides its text and sources, to be shown as it was."""
+    shown = grounded.to_dict()
+    return {key: shown[key] for key in ("outcome", "model_answer", "attribution")}

@@ -12,6 +12,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -200,6 +201,18 @@ class LexicalIndex:
         self._retriever, self._chunk_ids, self._doc_ids = retriever, chunk_ids, ready
         self._doc_rows = np.asarray(doc_rows, dtype=np.int32)
         self._fingerprint = fingerprint
+
+    def unknown_words(self, query: str) -> list[str]:
+        """The query's content words, as written, that no indexed passage holds; call sync() first."""
+        written = list(dict.fromkeys(re.findall(r"\b\w\w+\b", query)))
+        if self._retriever is None or not written:
+            return []
+        vocab = self._retriever.vocab_dict
+        return [
+            word
+            for word, stems in zip(written, tokenize(written), strict=True)
+            if stems and not set(stems) <= QUESTION_WORDS and not any(t in vocab for t in stems)
+        ]
 
     def search(self, query: str, k: int, doc_ids: Sequence[str] | None = None) -> list[LexicalHit]:
         """Best `k` chunks by BM25 (only those sharing a term with the query); call sync() first."""

@@ -11,6 +11,7 @@ from typing import Literal, Protocol
 from localllm.errors import StoreError
 from localllm.index.chroma_records import StoredChunk
 from localllm.index.embed import Embedder
+from localllm.index.navigation import is_navigation
 from localllm.index.store import DocumentStore
 
 Mode = Literal["hybrid", "vector", "lexical"]
@@ -106,7 +107,10 @@ class Retriever:
         documents: Sequence[str] | None = None,
         mode: Mode = "hybrid",
         rerank: bool = True,
+        navigation: bool = False,
     ) -> SearchResult:
+        """The `k` best passages; contents, index and bare-heading passages are left out unless
+        `navigation` (see index/navigation.py)."""
         if mode not in MODES:
             raise ValueError(f"unknown search mode {mode!r} (choose from {', '.join(MODES)})")
         started = time.perf_counter()
@@ -142,15 +146,16 @@ class Retriever:
             order = sorted(scores, key=lambda key: -scores[key])
 
         reranking = rerank and self.reranker is not None
-        keep = order[: max(k, 20) if reranking else k]
+        wanted = max(k, 20) if reranking else k
+        keep = order[: wanted if navigation else 2 * wanted]
         t = time.perf_counter()
         chunks = {c.id: c for c in self.store.chunks(collection, keep)}
         timings["fetch"] = time.perf_counter() - t
         hits = [
             SearchHit(chunks[i], scores[i], similarity.get(i), bm25.get(i))
             for i in keep
-            if i in chunks
-        ]
+            if i in chunks and (navigation or not is_navigation(chunks[i].text))
+        ][:wanted]
         if reranking and self.reranker is not None:
             t = time.perf_counter()
             hits = self.reranker.rerank(query, hits)

@@ -8,23 +8,26 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from localllm.documents.chunk import search_text
-from localllm.index.lexical import term_coverage
+from localllm.index.lexical import QUESTION_WORDS, term_coverage, tokenize
 from localllm.index.retrieve import Retriever, SearchHit, SearchResult
 from localllm.llm.base import ChatModel, GenerationParams, GenerationStats, Message
 from localllm.rag.attribute import (
+    LEAD_THRESHOLD,
     QUOTE_THRESHOLD,
     SUPPORT_THRESHOLD,
     Attribution,
     Embed,
     attribute,
-    best_quote,
     cite_sentences,
     echoed,
+    quote_candidate,
+    quote_text,
 )
 from localllm.rag.prompt import (
     GROUNDED_RULES,
     REFUSAL,
     Labels,
+    Order,
     Source,
     Turn,
     build_messages,
@@ -32,6 +35,7 @@ from localllm.rag.prompt import (
 )
 
 MIN_TERM_COVERAGE = 2 / 3
+UNKNOWN_SHARE = 1.01  # see GroundedChat.unknown; above 1: off
 _DECLINES = re.compile(
     r"\b(can ?not|can't|could ?n[o']t|unable to|does ?n[o']t|do not|don't) "
     r"(find|locate|see|answer|contain|mention|say|provide)|not (in|mentioned in|found in) "
@@ -43,6 +47,34 @@ _DECLINES = re.compile(
 def is_decline(answer: str) -> bool:
     """Whether an answer says the documents don't hold the answer."""
     return REFUSAL.lower() in answer.lower() or bool(_DECLINES.search(answer))
+
+
+def decide(
+    *,
+    model_declined: bool,
+    supported: set[int],
+    echoed: bool,
+    quote: tuple[float, int] | None,
+    quote_threshold: float = QUOTE_THRESHOLD,
+    lead_threshold: float = LEAD_THRESHOLD,
+) -> str:
+    """What a grounded answer shows, from what attribution found.
+
+    answered: the model's text, its supported sentences cited (`supported`: the sources they cite);
+    quoted: the passage that answers the question (`quote`: how well, its source number), when the
+    model's text has nothing supported or only echoes a label, or when the passage answers the
+    question so closely (`lead_threshold`, an FAQ's own heading) that a small model answering from
+    another source, or declining, is the one to doubt; declined: the model said the documents don't
+    hold it; unsupported: nothing supported and nothing to quote, shown as a decline.
+    """
+    leads = quote is not None and quote[0] >= lead_threshold
+    if model_declined:
+        return "quoted" if leads else "declined"
+    if supported and not echoed:
+        return "quoted" if leads and quote is not None and quote[1] not in supported else "answered"
+    if quote is not None and quote[0] >= quote_threshold:
+        return "quoted"
+    return "unsupported"
 
 
 def as_source(n: int, hit: SearchHit) -> Source:
@@ -75,6 +107,8 @@ class GroundedAnswer:
     embed: Embed | None = field(default=None, repr=False)
     support_threshold: float = SUPPORT_THRESHOLD
     quote_threshold: float = QUOTE_THRESHOLD
+    lead_threshold: float = LEAD_THRESHOLD
+    unknown_words: list[str] = field(default_factory=list)  # why it was declined, if that is why
     attribution: Attribution = field(default_factory=Attribution)
     model_text: str = ""  # what the model wrote
     # answered | declined (by the search, or the model) | quoted (the model gave nothing the
@@ -88,10 +122,10 @@ class GroundedAnswer:
         (and `stats`, when given, as the model's stream_chat fills it)."""
         started = time.perf_counter()
         if self.declined:
-            self.text = self.model_text = REFUSAL
+            self.text = self.model_text = self.refusal
             self.outcome = "declined"
             self.seconds_to_first_token = 0.0
-            yield REFUSAL
+            yield self.text
             return
         pieces: list[str] = []
         try:
@@ -110,27 +144,39 @@ class GroundedAnswer:
         self.model_text = self.text = text
         for source in self.sources:
             source.cited, source.spans = False, []
-        if is_decline(text):
-            self.outcome = "declined"
-            return
-        self.attribution = attribute(
-            text, self.sources, self.embed, threshold=self.support_threshold
+        declined = is_decline(text)
+        if not declined:
+            self.attribution = attribute(
+                text, self.sources, self.embed, threshold=self.support_threshold
+            )
+        candidate = quote_candidate(self.question, self.sources, self.embed)
+        self.outcome = decide(
+            model_declined=declined,
+            supported=self.attribution.cited_sources(),
+            echoed=not declined and echoed(text, self.sources, self.question),
+            quote=(candidate[0], candidate[1].n) if candidate else None,
+            quote_threshold=self.quote_threshold,
+            lead_threshold=self.lead_threshold,
         )
-        if self.attribution.any_supported and not echoed(text, self.sources, self.question):
+        if self.outcome == "answered":
             self.text = cite_sentences(text, self.attribution)
             spans = self.attribution.spans()
             for source in self.sources:
                 source.cited, source.spans = source.n in spans, spans.get(source.n, [])
-            self.outcome = "answered"
-        else:
-            quote = best_quote(self.question, self.sources, self.embed, self.quote_threshold)
-            if quote is None:
-                self.text, self.outcome = REFUSAL, "unsupported"
-            else:
-                source, span, self.text = quote
-                source.cited, source.spans = True, [span]
-                self.outcome = "quoted"
+        elif self.outcome == "quoted" and candidate is not None:
+            _, source, span, passage = candidate
+            source.cited, source.spans = True, [span]
+            self.text = quote_text(source, passage)
+        elif self.outcome == "unsupported":
+            self.text = REFUSAL
         self.timings["attribution"] = time.perf_counter() - started
+
+    @property
+    def refusal(self) -> str:
+        if not self.unknown_words:
+            return REFUSAL
+        named = ", ".join(f"“{w}”" for w in self.unknown_words)
+        return f"{REFUSAL} (They never mention {named}.)"
 
     @property
     def cited(self) -> list[Source]:
@@ -150,6 +196,7 @@ class GroundedAnswer:
             "outcome": self.outcome,
             "model_answer": self.model_text,
             "attribution": self.attribution.to_list(),
+            "unknown_words": self.unknown_words,
         }
 
 
@@ -164,16 +211,31 @@ class GroundedChat:
         min_similarity: float = 0.45,
         support_threshold: float = SUPPORT_THRESHOLD,
         quote_threshold: float = QUOTE_THRESHOLD,
+        lead_threshold: float = LEAD_THRESHOLD,
+        unknown_share: float = UNKNOWN_SHARE,
         rules: str = GROUNDED_RULES,
         labels: Labels = "file",
+        order: Order = "best_first",
     ) -> None:
         self.retriever = retriever
         self.sources = sources
         self.min_similarity = min_similarity
         self.support_threshold = support_threshold
         self.quote_threshold = quote_threshold
+        self.lead_threshold = lead_threshold
+        self.unknown_share = unknown_share
         self.rules = rules
         self.labels: Labels = labels
+        self.order: Order = order
+
+    def unknown(self, query: str, collection: str) -> list[str]:
+        """The query's words that no passage holds, when they are at least `unknown_share` of its
+        content words ("readxl" in a question on manuals that never name it); else none."""
+        if self.unknown_share > 1.0:
+            return []
+        words = self.retriever.store.sync_lexical(collection).unknown_words(query)
+        content = set(tokenize([query])[0]) - QUESTION_WORDS
+        return words if content and len(words) / len(content) >= self.unknown_share else []
 
     def _too_far(self, query: str, found: SearchResult) -> bool:
         """Nothing close by meaning, and no passage holding most of the question's words.
@@ -201,7 +263,8 @@ class GroundedChat:
         found = self.retriever.search(query, collection, k=self.sources, documents=documents)
         timings = {"search": time.perf_counter() - t}
         sources = [as_source(n, hit) for n, hit in enumerate(found.hits, start=1)]
-        declined = not sources or self._too_far(query, found)
+        unknown = self.unknown(query, collection) if sources else []
+        declined = not sources or bool(unknown) or self._too_far(query, found)
         t = time.perf_counter()
         messages, kept, dropped = build_messages(
             question,
@@ -211,6 +274,7 @@ class GroundedChat:
             model.answer_budget(params),
             self.rules,
             self.labels,
+            self.order,
         )
         timings["prompt"] = time.perf_counter() - t
         return GroundedAnswer(
@@ -225,4 +289,6 @@ class GroundedChat:
             embed=self.retriever.embedder.embed,
             support_threshold=self.support_threshold,
             quote_threshold=self.quote_threshold,
+            lead_threshold=self.lead_threshold,
+            unknown_words=unknown,
         )

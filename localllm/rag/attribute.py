@@ -25,8 +25,10 @@ Embed = Callable[[list[str]], np.ndarray]  # unit vectors, one row per text
 
 SUPPORT_THRESHOLD = 0.5  # chosen on bench/answers.py (bench/README.md), as the two below
 QUOTE_THRESHOLD = 0.5  # how well a passage must answer the question to be quoted instead
+LEAD_THRESHOLD = 1.01  # a quote this close leads even over a supported answer (1.01: never)
 MEANING_WEIGHT = 0.4  # the rest is the words: a passage that says it, not one on the same topic
 WRONG_NUMBER = 0.25
+SAYS_SOMETHING = 5  # content words beyond the question's that a quote needs to count in full
 MIN_WORDS = 2  # a sentence with fewer content words ("Sure!") is not a claim
 _MARK = re.compile(r"\s*\[(\d+)(?:\s*[,;]\s*\d+)*\]")
 _SENTENCE_END = re.compile(r"(?<=[.!?])(?:\s*\[\d+(?:\s*[,;]\s*\d+)*\])*[\"')\]]*(?=\s+|$)|\n+")
@@ -135,16 +137,47 @@ class _Unit:
     text: str
 
 
-def _units(sources: Sequence[Source]) -> list[_Unit]:
-    """Each source's sentences, and each pair of neighbours (a claim may join two)."""
+def _units(sources: Sequence[Source], answers: bool = False) -> list[_Unit]:
+    """Each source's sentences, and each pair of neighbours (a claim may join two).
+
+    With `answers`, a question in the text (an FAQ's heading) is no answer on its own: it is
+    taken with the two sentences after it, and left out when nothing follows it."""
     units: list[_Unit] = []
     for source in sources:
         spans = split_sentences(source.text)
         windows = [*spans, *((a[0], b[1]) for a, b in itertools.pairwise(spans))]
+        if answers:
+            windows = _answering(source.text, spans, windows)
         texts = [source.text[a:b] for a, b in windows]
         for (a, b), text, words in zip(windows, texts, tokenize(texts), strict=True):
             units.append(_Unit(source.n, (a, b), set(words), set(_NUMBER.findall(text)), text))
     return units
+
+
+def _asks(text: str) -> bool:
+    return without_marks(text).rstrip().endswith("?")
+
+
+def _answering(
+    text: str, sentences: list[tuple[int, int]], windows: list[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    out = []
+    for a, b in windows:
+        inside = [s for s in sentences if a <= s[0] and s[1] <= b]
+        if not all(_asks(text[x:y]) for x, y in inside):
+            out.append((a, b))
+            continue
+        after = list(
+            itertools.islice(
+                itertools.takewhile(
+                    lambda s: not _asks(text[s[0] : s[1]]), (s for s in sentences if s[0] >= b)
+                ),
+                2,
+            )
+        )
+        if after:
+            out.append((a, after[-1][1]))
+    return list(dict.fromkeys(out))
 
 
 def attribute(
@@ -259,7 +292,7 @@ def quote_candidate(
 ) -> tuple[float, Source, tuple[int, int], str] | None:
     """The passage that answers `question` best: (how well, its source, its span, its text)."""
     wanted = set(tokenize([question])[0]) - QUESTION_WORDS
-    units = _units(sources)
+    units = _units(sources, answers=True)
     if not wanted or not units:
         return None
     meaning = np.zeros(len(units), dtype=np.float32)
@@ -267,10 +300,14 @@ def quote_candidate(
         vectors = embed([question] + [u.text for u in units])
         meaning = np.clip(vectors[1:] @ vectors[0], 0.0, 1.0)
     scored = []
+    asked = set(tokenize([question])[0])
     for j, unit in enumerate(units):
         overlap = len(wanted & unit.words) / len(wanted)
         weight = 0.0 if embed is None else MEANING_WEIGHT
-        scored.append(((1 - weight) * overlap + weight * float(meaning[j]), -len(unit.text), j))
+        score = (1 - weight) * overlap + weight * float(meaning[j])
+        # a passage that only repeats the question (a heading, a running header) says nothing
+        score *= min(1.0, len(unit.words - asked) / SAYS_SOMETHING)
+        scored.append((score, -len(unit.text), j))
     score, _, j = max(scored)
     unit = units[j]
     source = next(s for s in sources if s.n == unit.source)

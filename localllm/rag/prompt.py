@@ -149,6 +149,7 @@ def _quote(text: str) -> str:
 
 
 Labels = Literal["file", "number"]
+Order = Literal["best_first", "best_last"]
 
 
 def render_source(source: Source, labels: Labels = "file") -> str:
@@ -166,10 +167,15 @@ def render_source(source: Source, labels: Labels = "file") -> str:
     return f"[{source.n}] {where}\n{_quote(chr(10) + source.text)[1:]}"
 
 
-def user_turn(question: str, sources: Sequence[Source], labels: Labels = "file") -> str:
+def user_turn(
+    question: str, sources: Sequence[Source], labels: Labels = "file", order: Order = "best_first"
+) -> str:
+    """The question with its sources; "best_last" puts the best one next to the question (a small
+    model copies from the source it read last)."""
     if not sources:
         return question
-    quoted = "\n\n".join(render_source(s, labels) for s in sources)
+    shown = list(reversed(sources)) if order == "best_last" else list(sources)
+    quoted = "\n\n".join(render_source(s, labels) for s in shown)
     return f"{SOURCES_START}\n{quoted}\n{SOURCES_END}\n\nQuestion: {question}\n{ANSWER_CUE}"
 
 
@@ -179,13 +185,14 @@ def _messages(
     question: str,
     sources: Sequence[Source],
     labels: Labels = "file",
+    order: Order = "best_first",
 ) -> list[Message]:
     messages: list[Message] = [{"role": "system", "content": rules}]
     for turn in turns:
-        content = user_turn(turn.question, turn.sources, labels)
+        content = user_turn(turn.question, turn.sources, labels, order)
         messages.append({"role": "user", "content": content})
         messages.append({"role": "assistant", "content": turn.answer})
-    messages.append({"role": "user", "content": user_turn(question, sources, labels)})
+    messages.append({"role": "user", "content": user_turn(question, sources, labels, order)})
     return messages
 
 
@@ -211,6 +218,7 @@ def build_messages(
     budget: int,
     rules: str = GROUNDED_RULES,
     labels: Labels = "file",
+    order: Order = "best_first",
 ) -> tuple[list[Message], list[Source], int]:
     """Messages that fit in `budget` tokens, the sources kept, and how many earlier turns were dropped.
 
@@ -220,7 +228,7 @@ def build_messages(
     kept = list(sources)
 
     def size(turns_: Sequence[Turn], kept_: Sequence[Source]) -> int:
-        return prompt_tokens(_messages(rules, turns_, question, kept_, labels))
+        return prompt_tokens(_messages(rules, turns_, question, kept_, labels, order))
 
     for i in range(len(turns)):
         if size(turns, kept) <= budget:
@@ -241,7 +249,7 @@ def build_messages(
             "in this model's context window after room for the answer: shorten it, lower max "
             "tokens, or raise the context size"
         )
-    return _messages(rules, turns, question, kept, labels), kept, dropped
+    return _messages(rules, turns, question, kept, labels, order), kept, dropped
 
 
 def standalone_query(question: str, earlier_questions: Sequence[str]) -> str:

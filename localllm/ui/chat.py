@@ -8,13 +8,14 @@ from typing import Any
 
 import gradio as gr
 
+from localllm.chat.conversations import ConversationError
 from localllm.chat.service import ChatRequest
 from localllm.chat.sources import source_page
 from localllm.errors import LocalLLMError
-from localllm.llm.llamacpp import gpu_offload_supported
 from localllm.llm.manager import LoadOptions, params_from_settings
 from localllm.rag.prompt import Source
 from localllm.services import Services
+from localllm.ui.chat_options import build_parameters
 from localllm.ui.chat_view import (
     collection_choices,
     conversation_choices,
@@ -26,8 +27,8 @@ from localllm.ui.chat_view import (
     model_note,
     source_passage,
     source_radio,
-    with_unsupported,
 )
+from localllm.ui.citations import SHOW_PAGE, Citation, citation_catcher
 
 
 @dataclass
@@ -63,6 +64,7 @@ def build_chat_tab(services: Services) -> ChatTab:
                 buttons=["copy"],
                 sanitize_html=True,
             )
+            catcher = citation_catcher()
             with gr.Row():
                 message = gr.Textbox(
                     placeholder="Type a message and press Enter",
@@ -116,33 +118,7 @@ def build_chat_tab(services: Services) -> ChatTab:
             status = gr.Markdown(services.models.describe_loaded(), elem_id="model-status")
             note = gr.Markdown(model_note(services, model.value), elem_id="model-note")
             model.change(lambda name: model_note(services, name), model, note, api_name=False)
-            with gr.Accordion("Parameters", open=False):
-                system = gr.Textbox(
-                    settings.system_prompt, label="System prompt (plain chat)", lines=3
-                )
-                temperature = gr.Slider(
-                    0.0, 2.0, settings.temperature, step=0.05, label="Temperature"
-                )
-                top_p = gr.Slider(0.05, 1.0, settings.top_p, step=0.01, label="Top-p")
-                max_tokens = gr.Slider(
-                    16, 4096, settings.max_tokens, step=16, label="Max new tokens"
-                )
-                stop_text = gr.Textbox(
-                    "", label="Stop sequences", lines=2, placeholder="one per line"
-                )
-                context_size = gr.Number(
-                    settings.context_size, label="Context size (0 = model maximum)", precision=0
-                )
-                threads = gr.Number(
-                    settings.n_threads, label="Threads (0 = automatic)", precision=0
-                )
-                gpu_layers = gr.Number(
-                    settings.n_gpu_layers,
-                    label="GPU layers (-1 = all)",
-                    precision=0,
-                    interactive=gpu_offload_supported(),
-                    info=None if gpu_offload_supported() else "this llama.cpp build is CPU-only",
-                )
+            parameters = build_parameters(settings)
 
     def respond(
         text: str,
@@ -162,20 +138,11 @@ def build_chat_tab(services: Services) -> ChatTab:
         n_gpu: float | None,
     ) -> Iterator[tuple[Any, ...]]:
         if not text or not text.strip():
-            yield (gr.skip(),) * 10
+            yield answering()
             return
         asking = [*shown, {"role": "user", "content": text}]
-        yield (
-            asking,
-            asking,
-            "",
-            gr.skip(),
-            gr.skip(),
-            gr.skip(),
-            gr.skip(),
-            gr.skip(),
-            gr.skip(),
-            "",
+        yield answering(
+            chatbot=asking, display=asking, message="", passage="", page_image=no_page()
         )
         options = LoadOptions(
             int(ctx or 0), int(n_threads or 0), int(n_gpu if n_gpu is not None else -1)
@@ -199,65 +166,76 @@ def build_chat_tab(services: Services) -> ChatTab:
             turn = services.chat.reply(text, request, conversation_id=conversation_id or None)
             result = None
             for result, _piece in turn:
-                answer = {"role": "assistant", "content": result.text}
-                yield (
-                    [*asking, answer],
-                    [*asking, answer],
-                    "",
-                    result.conversation_id,
-                    gr.skip(),
-                    [s.to_dict() for s in result.sources],
-                    source_radio(result.sources) if not result.text else gr.skip(),
-                    services.models.describe_loaded() if not result.text else gr.skip(),
-                    gr.skip(),
-                    "",
+                answer = [*asking, {"role": "assistant", "content": result.text}]
+                started = not result.text
+                yield answering(
+                    chatbot=answer,
+                    display=answer,
+                    message="",
+                    conversation=result.conversation_id,
+                    sources_state=[s.to_dict() for s in result.sources],
+                    sources=source_radio(result.sources) if started else gr.skip(),
+                    status=services.models.describe_loaded() if started else gr.skip(),
                 )
         except LocalLLMError as e:
-            yield (
-                shown,
-                shown,
-                text,
-                gr.skip(),
-                gr.skip(),
-                gr.skip(),
-                gr.skip(),
-                services.models.describe_loaded(),
-                gr.skip(),
-                "",
+            yield answering(
+                chatbot=shown,
+                display=shown,
+                message=text,
+                status=services.models.describe_loaded(),
             )
             raise gr.Error(str(e)) from e
         if result is not None:
             final, saved_ids, _thumbs = display_messages(services, result.conversation_id)
-            if final and result.model_text and result.outcome in ("quoted", "unsupported"):
-                final[-1] = {**final[-1], "content": with_unsupported(final[-1], result.model_text)}
-            yield (
-                final,  # a plain value, as /chat answers over the API; the thumbs clicked stay
-                final,
-                "",
-                result.conversation_id,
-                saved_ids,
-                [s.to_dict() for s in result.sources],
-                source_radio(result.sources),
-                gr.skip(),
-                gr.update(choices=conversation_choices(services), value=result.conversation_id),
-                "",
+            yield answering(
+                chatbot=final,  # a plain value, as /chat answers over the API; the thumbs stay
+                display=final,
+                message="",
+                conversation=result.conversation_id,
+                message_ids=saved_ids,
+                sources_state=[s.to_dict() for s in result.sources],
+                sources=source_radio(result.sources),
+                conversations=gr.update(
+                    choices=conversation_choices(services), value=result.conversation_id
+                ),
             )
+
+    def shown_source(
+        source: Source, collection_name: str | None, spans: list[tuple[int, int]] | None = None
+    ) -> tuple[Any, Any]:
+        """The passage and the page of a source, highlighting `spans` (None: all its spans)."""
+        header = source_passage(source, spans)
+        try:
+            shown = source_page(services.store, collection_name or "", source, spans)
+        except LocalLLMError as e:
+            return f"{header}\n\n_{e}_", no_page()
+        return header, gr.update(value=shown.image, label=shown.label, visible=True)
 
     def show_source(
         choice: str | None, current: list[dict[str, Any]], collection_name: str | None
     ) -> tuple[Any, Any]:
-        if not choice:
-            return "", gr.update(value=None, visible=False)
         found = [Source.from_dict(s) for s in current if str(s.get("n")) == choice]
-        if not found:
-            return "", gr.update(value=None, visible=False)
-        source = found[0]
-        header = source_passage(source)
+        if not choice or not found:
+            return "", no_page()
+        return shown_source(found[0], collection_name)
+
+    def show_citation(collection_name: str | None, event: gr.EventData) -> tuple[Any, ...]:
+        """A citation clicked: its source chosen, its page with the sentence's support on it."""
+        cited = Citation.parse(str(getattr(event, "link", "")))
+        if cited is None:
+            return (gr.skip(),) * 4
         try:
-            shown = source_page(services.store, collection_name or "", source)
-        except LocalLLMError as e:
-            return f"{header}\n\n_{e}_", gr.update(value=None, visible=False)
-        return header, gr.update(value=shown.image, label=shown.label, visible=True)
+            message = services.conversations.message(cited.message_id)
+        except ConversationError as e:
+            return f"_{e}_", no_page(), gr.skip(), gr.skip()
+        sources = [Source.from_dict(s) for s in message.sources]
+        found = [s for s in sources if s.n == cited.n]
+        if not found:
+            return f"_This answer has no source [{cited.n}]_", no_page(), gr.skip(), gr.skip()
+        spans = [cited.span] if cited.span else None
+        passage_text, page = shown_source(found[0], collection_name, spans)
+        chosen = source_radio(sources, cited.n)
+        return passage_text, page, [s.to_dict() for s in sources], chosen
 
     def rate(ids: list[int], data: gr.LikeData) -> None:
         index = data.index[0] if isinstance(data.index, list | tuple) else data.index
@@ -270,7 +248,7 @@ def build_chat_tab(services: Services) -> ChatTab:
 
     def open_conversation(conversation_id: str | None) -> tuple[Any, ...]:
         if not conversation_id:
-            return (gr.skip(),) * 7
+            return (gr.skip(),) * 9
         summary = services.conversations.get(conversation_id)
         shown, ids, thumbs = display_messages(services, conversation_id)
         last = [m for m in services.conversations.messages(conversation_id) if m.sources]
@@ -283,6 +261,8 @@ def build_chat_tab(services: Services) -> ChatTab:
             [s.to_dict() for s in last_sources],
             source_radio(last_sources),
             gr.update(value=summary.collection or ""),
+            "",
+            no_page(),
         )
 
     def start_new() -> tuple[Any, ...]:
@@ -295,7 +275,7 @@ def build_chat_tab(services: Services) -> ChatTab:
             source_radio([]),
             gr.update(choices=conversation_choices(services), value=None),
             "",
-            gr.update(value=None, visible=False),
+            no_page(),
         )
 
     def delete_conversation(conversation_id: str) -> tuple[Any, ...]:
@@ -311,14 +291,7 @@ def build_chat_tab(services: Services) -> ChatTab:
         model,
         collection,
         only,
-        system,
-        temperature,
-        top_p,
-        max_tokens,
-        stop_text,
-        context_size,
-        threads,
-        gpu_layers,
+        *parameters.inputs,
     ]
     outputs = [
         chatbot,
@@ -331,13 +304,21 @@ def build_chat_tab(services: Services) -> ChatTab:
         status,
         conversations,
         passage,
+        page_image,
     ]
     submit = message.submit(respond, inputs, outputs, api_name="chat", concurrency_id="llm")
     click = send.click(respond, inputs, outputs, api_name=False, concurrency_id="llm")
     stop.click(None, None, None, cancels=[submit, click])
-    sources.change(
+    # `input`, not `change`: a citation clicked chooses its source, and draws its page itself.
+    sources.input(
         show_source, [sources, sources_state, collection], [passage, page_image], api_name=False
     )
+    catcher.cite(
+        show_citation,
+        [collection],
+        [passage, page_image, sources_state, sources],
+        api_name=False,
+    ).then(None, js=SHOW_PAGE)
     chatbot.like(rate, [message_ids], None, api_name=False)
     collection.change(
         lambda name: gr.update(choices=document_choices(services, name), value=[]),
@@ -348,7 +329,17 @@ def build_chat_tab(services: Services) -> ChatTab:
     conversations.input(
         open_conversation,
         [conversations],
-        [chatbot, display, conversation, message_ids, sources_state, sources, collection],
+        [
+            chatbot,
+            display,
+            conversation,
+            message_ids,
+            sources_state,
+            sources,
+            collection,
+            passage,
+            page_image,
+        ],
         api_name=False,
         cancels=[submit, click],
     )
@@ -369,3 +360,27 @@ def build_chat_tab(services: Services) -> ChatTab:
     )
     chatbot.clear(start_new, None, fresh, api_name=False, cancels=[submit, click])
     return ChatTab(model=model, status=status, collection=collection, conversations=conversations)
+
+
+RESPOND = (
+    "chatbot",
+    "display",
+    "message",
+    "conversation",
+    "message_ids",
+    "sources_state",
+    "sources",
+    "status",
+    "conversations",
+    "passage",
+    "page_image",
+)
+
+
+def answering(**changed: Any) -> tuple[Any, ...]:
+    """What the answer's event outputs, in RESPOND's order: the values named, the rest unchanged."""
+    return tuple(changed.get(name, gr.skip()) for name in RESPOND)
+
+
+def no_page() -> Any:
+    return gr.update(value=None, visible=False)

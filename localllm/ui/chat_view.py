@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import gradio as gr
@@ -18,6 +19,7 @@ from localllm.rag.answer import is_decline
 from localllm.rag.attribute import MIN_WORDS, marks_of, split_sentences, without_marks
 from localllm.rag.prompt import Source
 from localllm.services import Services
+from localllm.ui.citations import link_citations
 
 NO_DOCUMENTS = "No documents (plain chat)"
 
@@ -97,16 +99,19 @@ def source_label(source: Source) -> str:
     return f"[{source.n}]{cited} {source.file}{pages}{section}"
 
 
-def source_passage(source: Source) -> str:
-    """A source as the Chat tab shows it: its label, what in it supports the answer, the passage."""
+def source_passage(source: Source, spans: Sequence[tuple[int, int]] | None = None) -> str:
+    """A source as the Chat tab shows it: its label, what in it supports the answer (or, for a
+    citation clicked, the `spans` that support its sentence), the passage."""
 
     def quote(text: str) -> str:
         return "\n".join(f"> {line}" for line in text.splitlines() if line.strip())
 
     parts = [f"**{source_label(source)}**"]
-    if source.spans:
-        supports = "\n>\n".join(quote(source.text[a:b]) for a, b in source.spans)
-        parts += ["Supports the answer (highlighted on the page):", supports, "The whole passage:"]
+    shown = source.spans if spans is None else spans
+    if shown:
+        what = "the answer" if spans is None else "the sentence you clicked"
+        supports = "\n>\n".join(quote(source.text[a:b]) for a, b in shown)
+        parts += [f"Supports {what} (highlighted on the page):", supports, "The whole passage:"]
     parts.append(quote(source.text))
     return "\n\n".join(parts)
 
@@ -130,26 +135,34 @@ def mark_unsupported(text: str) -> str:
     return "".join(out)
 
 
-def shown_answer(text: str, sources: list[Source]) -> str:
-    """The answer as displayed: the text (unsupported claims marked), then its sources."""
-    if not sources:
-        return text
-    names = " · ".join(source_label(s) for s in sources)
-    legend = (
-        f" · {UNSUPPORTED} not found in them"
-        if UNSUPPORTED in (shown := mark_unsupported(text))
-        else ""
-    )
-    return f"{shown}\n\n<sub>Sources: {names}{legend}</sub>"
+def shown_answer(
+    text: str,
+    sources: list[Source],
+    details: dict[str, Any] | None = None,
+    message_id: int | None = None,
+) -> str:
+    """The answer as displayed: the text (unsupported claims marked; with the saved answer's id,
+    each citation a link to the passage that supports its sentence), then its sources, then the
+    model's own words folded when the documents did not support them (`details`, as saved)."""
+    details = details or {}
+    shown = text
+    if sources:
+        names = " · ".join(source_label(s) for s in sources)
+        shown = mark_unsupported(text)
+        legend = f" · {UNSUPPORTED} not found in them" if UNSUPPORTED in shown else ""
+        if message_id is not None:
+            shown = link_citations(shown, message_id, sources, details)
+        shown = f"{shown}\n\n<sub>Sources: {names}{legend}</sub>"
+    model_text = str(details.get("model_answer") or "")
+    if details.get("outcome") in ("quoted", "unsupported") and model_text and model_text != text:
+        shown = with_unsupported(shown, model_text)
+    return shown
 
 
-def with_unsupported(message: dict[str, str], model_text: str) -> str:
+def with_unsupported(shown: str, model_text: str) -> str:
     """A shown answer, with the model's own words (which the documents did not support) folded."""
     hidden = html.escape(model_text)
-    return (
-        f"{message['content']}\n\n<details><summary>Show the unsupported answer</summary>"
-        f"{hidden}</details>"
-    )
+    return f"{shown}\n\n<details><summary>Show the unsupported answer</summary>{hidden}</details>"
 
 
 FEEDBACK = {1: "Like", -1: "Dislike"}  # a saved rating as the Chatbot's thumbs show it
@@ -180,7 +193,11 @@ def display_messages(
     messages = services.conversations.messages(conversation_id)
     for m in messages:
         sources = [Source.from_dict(s) for s in m.sources]
-        content = shown_answer(m.content, sources) if m.role == "assistant" else m.content
+        content = (
+            shown_answer(m.content, sources, m.details, m.id)
+            if m.role == "assistant"
+            else m.content
+        )
         shown.append({"role": m.role, "content": content})
         ids.append(m.id)
     return shown, ids, feedback_values(messages)
@@ -195,9 +212,9 @@ def page_state(services: Services) -> tuple[Any, str, Any]:
     )
 
 
-def source_radio(sources: list[Source]) -> Any:
+def source_radio(sources: list[Source], chosen: int | None = None) -> Any:
     return gr.update(
         choices=[(source_label(s), str(s.n)) for s in sources],
-        value=None,
+        value=None if chosen is None else str(chosen),
         visible=bool(sources),
     )
