@@ -62,42 +62,47 @@ class Settings(BaseSettings):
         description="Sources given to the model with a question (fewer if they don't fit).",
     )
     rag_min_similarity: float = Field(
-        0.45,
+        0.4,
         ge=0.0,
         le=1.0,
         description="Below this cosine similarity of the nearest chunk, grounded mode declines "
         "without asking the model.",
     )
     rag_support_threshold: float = Field(
-        0.5,
+        0.6,
         ge=0.0,
         le=1.0,
         description="How well a source must support an answer sentence for the sentence to cite it "
         "(its words in the passage, and meaning); an answer with no supported sentence is declined.",
     )
     rag_quote_threshold: float = Field(
-        0.5,
+        0.4,
         ge=0.0,
         le=1.0,
         description="When the model's answer has nothing the documents support, a passage that "
         "answers the question this well is quoted instead of declining.",
     )
     rag_lead_threshold: float = Field(
-        1.01,
+        0.85,
         ge=0.0,
         le=1.01,
         description="A passage that answers the question this closely (an FAQ's own heading) is "
         "quoted even when the model answered from another source or declined; above 1: never.",
     )
     rag_unknown_share: float = Field(
-        1.01,
+        0.2,
         ge=0.0,
         le=1.01,
         description="Decline, naming them, when at least this share of the question's words "
         "occur in no passage of the collection; above 1: never.",
     )
+    rag_unknown_names: bool = Field(
+        True,
+        description="Decline, naming it, when the question names something (Docker, readxl) "
+        "that no passage of the collection mentions.",
+    )
     rag_source_order: Literal["best_first", "best_last"] = Field(
-        "best_first",
+        "best_last",
         description="How the sources are laid out in the prompt: the best one first, or last, "
         "next to the question (a small model copies from what it read last).",
     )

@@ -97,6 +97,7 @@ class Services:
             quote_threshold=self.settings.rag_quote_threshold,
             lead_threshold=self.settings.rag_lead_threshold,
             unknown_share=self.settings.rag_unknown_share,
+            unknown_names=self.settings.rag_unknown_names,
             order=self.settings.rag_source_order,
         )
 

@@ -119,8 +119,8 @@ def check_citation(
     page.wait_for_function(
         "() => { const r = [...document.querySelectorAll('#source-page')].find("
         "e => e.offsetParent !== null).getBoundingClientRect();"
-        " return r.top >= -1 && r.bottom <= innerHeight + 1; }",
+        " return r.top >= -1 && r.top < innerHeight / 2; }",
         polling=200,
-        timeout=10_000,
+        timeout=30_000,
     )
     return src, len(unlike)

@@ -1,7 +1,8 @@
 """parse_file on real PDFs from the shared corpus, and on bad input of every kind.
 
 Pages and positions below were checked with an independent reader, poppler's `pdftotext -bbox`.
-Word, PowerPoint, HTML, Markdown and text files: test_parse_formats.py.
+Word, PowerPoint, HTML, Markdown and text files: test_parse_formats.py; e-mail, EPUB, OpenDocument,
+RTF, Excel and CSV files: test_parse_partitioned.py.
 """
 
 from __future__ import annotations
@@ -351,18 +352,18 @@ def test_a_word_file_renamed_pptx(tmp_path: Path) -> None:
     document.add_paragraph("A letter, not slides.")
     path = tmp_path / "slides.pptx"
     document.save(str(path))
-    refused(path, "can't be read as a PowerPoint .pptx file")
+    refused(path, "not a PowerPoint .pptx file: the archive has no ppt/presentation.xml")
 
 
 def test_unsupported_missing_and_folder(tmp_path: Path) -> None:
-    (tmp_path / "sheet.xlsx").write_bytes(b"PK\x03\x04")
-    refused(tmp_path / "sheet.xlsx", "'.xlsx' files are not supported", ".pdf", ".docx")
+    (tmp_path / "sheet.numbers").write_bytes(b"PK\x03\x04")
+    refused(tmp_path / "sheet.numbers", "'.numbers' files are not supported", ".pdf", ".xlsx")
     (tmp_path / "README").write_text("hello")
     refused(tmp_path / "README", "files without an extension are not supported")
     refused(tmp_path / "gone.pdf", "does not exist")
     (tmp_path / "folder.pdf").mkdir()
     refused(tmp_path / "folder.pdf", "folder")
-    assert ".pdf" in SUPPORTED_EXTENSIONS and ".xlsx" not in SUPPORTED_EXTENSIONS
+    assert ".pdf" in SUPPORTED_EXTENSIONS and ".numbers" not in SUPPORTED_EXTENSIONS
 
 
 ODD_NAMES = [

@@ -246,9 +246,9 @@ def test_out_of_corpus_question_is_declined_without_the_model(
     assert answer.search is not None and answer.search.top_similarity is not None
     assert answer.search.top_similarity < chat.min_similarity
     before = model.last_stats
-    assert "".join(answer.stream(model, params)) == REFUSAL
+    assert "".join(answer.stream(model, params)).startswith(REFUSAL)
     assert model.last_stats is before, "the model was not asked"
-    assert answer.text == REFUSAL and answer.to_dict()["declined"] is True
+    assert answer.text.startswith(REFUSAL) and answer.to_dict()["declined"] is True
 
 
 def test_a_follow_up_prompt_extends_the_previous_one(
@@ -423,6 +423,7 @@ def test_a_known_sentence_is_attributed_to_its_page_and_a_made_up_one_is_not(
     faq_services: Services, model: LlamaCppChatModel, params: GenerationParams
 ) -> None:
     answer = faq_services.grounded(model).prepare(model, HOLD_QUESTION, "faq", params)
+    answer.lead_threshold = 1.01  # the model's sentences shown, whatever a quote would match
     holder = next(s for s in answer.sources if "ways of holding back packages" in squash(s.text))
     assert HOLD_PAGE in holder.pages
     wrong = next(s.n for s in answer.sources if s.n != holder.n)
@@ -443,7 +444,9 @@ def test_a_known_sentence_is_attributed_to_its_page_and_a_made_up_one_is_not(
 def test_an_answer_the_documents_do_not_support_is_not_shown_as_one(
     faq_services: Services, model: LlamaCppChatModel, params: GenerationParams
 ) -> None:
-    open_gate = GroundedChat(faq_services.retriever(), min_similarity=0.0)
+    open_gate = GroundedChat(
+        faq_services.retriever(), min_similarity=0.0, unknown_share=1.01, unknown_names=False
+    )
     made_up = open_gate.prepare(model, OUT_OF_CORPUS, "faq", params)
     assert made_up.sources, "the gate is open: the model is asked"
     made_up.check("Canberra is the capital of Australia.")

@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable, Iterator
 
 from localllm.documents.model import BBox, Chunk, Element, ParsedDocument
+from localllm.documents.tables import is_markdown_table, split_table
 
 CountTokens = Callable[[str], int]
 
@@ -92,7 +93,8 @@ def chunk_document(
     """Pack a document's elements, in order, into chunks of at most `max_tokens` tokens.
 
     A new section (a title element, or a change of the elements' section) starts a new chunk, so a
-    chunk holds one section's text; the title itself opens the chunk it heads.
+    chunk holds one section's text; the title itself opens the chunk it heads. A Markdown table too
+    big for one chunk is cut between rows, and each of its chunks starts with the header row.
     """
     builder = _Builder(doc.sha256)
     for element in doc.elements:
@@ -112,7 +114,7 @@ def chunk_document(
         tokens = count_tokens(text)
         if tokens > max_tokens:
             builder.flush()
-            for piece in _pieces(text, count_tokens, max_tokens):
+            for piece in _oversized(text, element, count_tokens, max_tokens):
                 builder.add(piece, count_tokens(piece), element)
                 builder.flush()
             continue
@@ -122,6 +124,22 @@ def chunk_document(
         builder.only_titles = builder.only_titles and title
     builder.flush()
     return builder.chunks
+
+
+def _oversized(text: str, element: Element, count: CountTokens, budget: int) -> Iterator[str]:
+    """An element over the budget in pieces: a Markdown table between rows (a row too long for a
+    chunk in parts), each piece under the header row; other text at sentence ends, then spaces."""
+    if element.kind != "table" or not is_markdown_table(text):
+        yield from _pieces(text, count, budget)
+        return
+    head = "\n".join(text.split("\n", 2)[:2])
+    room = max(1, budget - count(head) - 1)
+    for piece in split_table(text, count, budget):
+        if count(piece) <= budget:
+            yield piece
+        else:  # one row longer than a chunk: cut the row, each part under the header still
+            for part in _pieces(piece.split("\n", 2)[2], count, room):
+                yield f"{head}\n{part}"
 
 
 def search_text(text: str, section: str | None) -> str:

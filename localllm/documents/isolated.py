@@ -1,8 +1,9 @@
 """Parsing in a worker process, with a stall limit and a memory cap: a parser that hangs or balloons
 on a damaged or hostile file is stopped and that file reported; the batch and the app go on.
 
-PDFium and the Office readers are native or deep code that a thread cannot interrupt, so the limit
-must be a process boundary. One worker (started on first use, with the parsers imported once)
+PDFium, the Office readers and pandoc (a program of its own, which unstructured runs for EPUB, ODT and
+RTF) are native or deep code that a thread cannot interrupt, so the limit must be a process boundary;
+the worker leads a process group, and stopping it ends pandoc too. One worker (started on first use, with the parsers imported once)
 parses file after file; a worker that stalls, crashes or is cancelled is killed and the next file
 gets a new one.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -67,8 +69,12 @@ class _Worker:
         code = (
             f"from localllm.documents.isolated import serve; serve({theirs.fileno()}, {memory_mb})"
         )
+        # A session of its own, so stop() also ends what it started (pandoc) with it.
         self.process = subprocess.Popen(
-            [sys.executable, "-c", code], pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL
+            [sys.executable, "-c", code],
+            pass_fds=[theirs.fileno()],
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
         theirs.close()
         self.link = Connection(ours.detach())
@@ -77,8 +83,9 @@ class _Worker:
     def stop(self) -> None:
         with contextlib.suppress(OSError):
             self.link.close()
-        if self.process.poll() is None:
-            self.process.kill()
+        if self.process.returncode is None:  # not yet reaped: its group id is still its own
+            with contextlib.suppress(OSError):
+                os.killpg(self.process.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(5)
 

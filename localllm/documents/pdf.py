@@ -23,6 +23,7 @@ from localllm.documents.layout import page_lines, paragraphs, rotate_box
 from localllm.documents.model import BBox, DocumentError, Element
 from localllm.documents.ocr import OCRError, ocr_image
 from localllm.documents.outline import Mark, outline_sections, read_outline, title_sections
+from localllm.documents.pdf_tables import has_ruled_grid
 
 OCR_DPI = 300
 OCR_MAX_PIXELS = 16_000_000  # a poster-sized page is rendered coarser than OCR_DPI, not at 80+ Mpx
@@ -43,6 +44,7 @@ class PageResult:
     status: str
     elements: list[Element] = field(default_factory=list)
     error: str | None = None
+    ruled: bool = False  # its vector paths draw a grid: pdf_tables looks for tables on it
 
 
 @dataclass
@@ -169,7 +171,8 @@ def _read_page(
             return _Pending(PageResult(number, "blank"), top)
         elements = paragraphs(lines, number, font_titles=font_titles)
         turn = (page.get_rotation(), right - left, top - bottom)
-        return _Pending(PageResult(number, "text", elements), top, turn=turn)
+        ruled = turn[0] == 0 and has_ruled_grid(page)
+        return _Pending(PageResult(number, "text", elements, ruled=ruled), top, turn=turn)
     except pdfium.PdfiumError as e:
         return _Pending(PageResult(number, "broken", error=str(e)), 0.0)
     finally:

@@ -33,9 +33,10 @@ from localllm.rag.prompt import (
     build_messages,
     standalone_query,
 )
+from localllm.rag.unknown import general_words, never_mentioned
 
 MIN_TERM_COVERAGE = 2 / 3
-UNKNOWN_SHARE = 1.01  # see GroundedChat.unknown; above 1: off
+UNKNOWN_SHARE = 0.2  # see GroundedChat.unknown; above 1: off
 _DECLINES = re.compile(
     r"\b(can ?not|can't|could ?n[o']t|unable to|does ?n[o']t|do not|don't) "
     r"(find|locate|see|answer|contain|mention|say|provide)|not (in|mentioned in|found in) "
@@ -208,14 +209,15 @@ class GroundedChat:
         retriever: Retriever,
         *,
         sources: int = 5,
-        min_similarity: float = 0.45,
+        min_similarity: float = 0.4,
         support_threshold: float = SUPPORT_THRESHOLD,
         quote_threshold: float = QUOTE_THRESHOLD,
         lead_threshold: float = LEAD_THRESHOLD,
         unknown_share: float = UNKNOWN_SHARE,
+        unknown_names: bool = True,
         rules: str = GROUNDED_RULES,
         labels: Labels = "file",
-        order: Order = "best_first",
+        order: Order = "best_last",
     ) -> None:
         self.retriever = retriever
         self.sources = sources
@@ -224,18 +226,24 @@ class GroundedChat:
         self.quote_threshold = quote_threshold
         self.lead_threshold = lead_threshold
         self.unknown_share = unknown_share
+        self.unknown_names = unknown_names
         self.rules = rules
         self.labels: Labels = labels
         self.order: Order = order
 
     def unknown(self, query: str, collection: str) -> list[str]:
-        """The query's words that no passage holds, when they are at least `unknown_share` of its
-        content words ("readxl" in a question on manuals that never name it); else none."""
-        if self.unknown_share > 1.0:
+        """The query's words no passage holds, when they decide it (see rag/unknown.py)."""
+        if self.unknown_share > 1.0 and not self.unknown_names:
             return []
         words = self.retriever.store.sync_lexical(collection).unknown_words(query)
-        content = set(tokenize([query])[0]) - QUESTION_WORDS
-        return words if content and len(words) / len(content) >= self.unknown_share else []
+        return never_mentioned(
+            query,
+            words,
+            len(set(tokenize([query])[0]) - QUESTION_WORDS),
+            share=self.unknown_share,
+            names=self.unknown_names,
+            general=general_words(self.retriever.embedder.model_path),
+        )
 
     def _too_far(self, query: str, found: SearchResult) -> bool:
         """Nothing close by meaning, and no passage holding most of the question's words.

@@ -23,9 +23,9 @@ from localllm.rag.prompt import Source, citation_marks
 
 Embed = Callable[[list[str]], np.ndarray]  # unit vectors, one row per text
 
-SUPPORT_THRESHOLD = 0.5  # chosen on bench/answers.py (bench/README.md), as the two below
-QUOTE_THRESHOLD = 0.5  # how well a passage must answer the question to be quoted instead
-LEAD_THRESHOLD = 1.01  # a quote this close leads even over a supported answer (1.01: never)
+SUPPORT_THRESHOLD = 0.6  # chosen on bench/answers.py (bench/README.md), as the two below
+QUOTE_THRESHOLD = 0.4  # how well a passage must answer the question to be quoted instead
+LEAD_THRESHOLD = 0.85  # a quote this close leads even over a supported answer (1.01: never)
 MEANING_WEIGHT = 0.4  # the rest is the words: a passage that says it, not one on the same topic
 WRONG_NUMBER = 0.25
 SAYS_SOMETHING = 5  # content words beyond the question's that a quote needs to count in full
@@ -158,12 +158,21 @@ def _asks(text: str) -> bool:
     return without_marks(text).rstrip().endswith("?")
 
 
+def _running_header(text: str) -> bool:
+    """A heading repeated in capitals at the top of a page ("HOW DO I PUT A PACKAGE ON HOLD?"):
+    what follows it on the page is the end of another answer."""
+    letters = [c for c in text if c.isalpha()]
+    return _asks(text) and len(letters) >= 8 and all(c.isupper() for c in letters)
+
+
 def _answering(
     text: str, sentences: list[tuple[int, int]], windows: list[tuple[int, int]]
 ) -> list[tuple[int, int]]:
     out = []
     for a, b in windows:
         inside = [s for s in sentences if a <= s[0] and s[1] <= b]
+        if any(_running_header(text[x:y]) for x, y in inside):
+            continue
         if not all(_asks(text[x:y]) for x, y in inside):
             out.append((a, b))
             continue

@@ -19,6 +19,7 @@ from localllm.ui.chat_options import build_parameters
 from localllm.ui.chat_view import (
     collection_choices,
     conversation_choices,
+    conversation_to_delete,
     default_collection,
     default_model_name,
     display_messages,
@@ -29,6 +30,7 @@ from localllm.ui.chat_view import (
     source_radio,
 )
 from localllm.ui.citations import SHOW_PAGE, Citation, citation_catcher
+from localllm.ui.confirm import confirm_delete
 
 
 @dataclass
@@ -54,7 +56,7 @@ def build_chat_tab(services: Services) -> ChatTab:
                 value=None,
                 elem_id="conversations",
             )
-            delete_chat = gr.Button("Delete conversation", size="sm", elem_id="delete-chat")
+            delete_chat = confirm_delete("Delete conversation", "delete-chat", size="sm")
         with gr.Column(scale=4):
             chatbot = gr.Chatbot(
                 label="Conversation",
@@ -355,8 +357,14 @@ def build_chat_tab(services: Services) -> ChatTab:
         page_image,
     ]
     new_chat.click(start_new, None, fresh, api_name=False, cancels=[submit, click])
-    delete_chat.click(
-        delete_conversation, [conversation], fresh, api_name=False, cancels=[submit, click]
+    delete_chat.wire(
+        lambda chat_id: conversation_to_delete(services, chat_id),
+        delete_conversation,
+        [conversation],
+        fresh,
+        api_name=False,
+        disarm_on=[conversations],
+        cancels=[submit, click],
     )
     chatbot.clear(start_new, None, fresh, api_name=False, cancels=[submit, click])
     return ChatTab(model=model, status=status, collection=collection, conversations=conversations)

@@ -9,7 +9,7 @@ from typing import Any
 
 import gradio as gr
 
-from localllm.chat.conversations import StoredMessage
+from localllm.chat.conversations import ConversationError, StoredMessage
 from localllm.errors import LocalLLMError
 from localllm.format import human_count, human_size, pages_label
 from localllm.index.lexical import tokenize
@@ -90,6 +90,17 @@ def conversation_choices(services: Services) -> list[tuple[str, str]]:
         (f"{c.title or '(untitled)'} · {when(c.updated)}", c.id)
         for c in services.conversations.conversations()
     ]
+
+
+def conversation_to_delete(services: Services, conversation_id: str) -> str | None:
+    """How the delete button names the open chat once armed; None (and a note) if it is not saved."""
+    if not conversation_id:
+        gr.Info("This chat is not saved yet: there is nothing to delete.")
+        return None
+    try:
+        return f"“{services.conversations.get(conversation_id).title or '(untitled)'}”"
+    except ConversationError as e:
+        raise gr.Error(str(e)) from e
 
 
 def source_label(source: Source) -> str:

@@ -49,7 +49,7 @@ SHOW_PAGE = """
     const viewer = [...document.querySelectorAll("#source-page")].find(
       (e) => e.offsetParent !== null && e.querySelector("img"));
     if (viewer) viewer.scrollIntoView({ block: "nearest" });
-    else if (tries++ < 50) setTimeout(scroll, 100);
+    else if (tries++ < 300) setTimeout(scroll, 100);
   };
   scroll();
 }

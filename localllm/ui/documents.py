@@ -15,6 +15,7 @@ from localllm.index.jobs import IngestJob
 from localllm.index.store import DEFAULT_COLLECTION
 from localllm.index.uploads import keep_uploads
 from localllm.services import Services
+from localllm.ui.confirm import confirm_delete
 
 DOC_COLUMNS = ["Name", "Pages", "Chunks", "Collection", "Added", "Status", "Warnings"]
 RESULT_COLUMNS = ["File", "Status", "Pages", "Chunks", "Time (s)", "Warnings / error"]
@@ -89,9 +90,9 @@ def build_documents_tab(services: Services, demo: gr.Blocks) -> None:
     gr.Markdown("### Indexed documents")
     documents = gr.Dataframe(headers=DOC_COLUMNS, interactive=False, wrap=True, elem_id="documents")
     with gr.Row():
-        to_delete = gr.Dropdown(label="Document", choices=[], scale=3)
-        delete = gr.Button("Delete document", variant="stop", scale=1)
-        drop = gr.Button("Delete collection", variant="stop", scale=1)
+        to_delete = gr.Dropdown(label="Document", choices=[], scale=3, elem_id="document-to-delete")
+        delete = confirm_delete("Delete document", "delete-document", scale=1)
+        drop = confirm_delete("Delete collection", "delete-collection", scale=1)
 
     def listing(selected: str) -> tuple[Any, ...]:
         names = _collections(services)
@@ -161,6 +162,15 @@ def build_documents_tab(services: Services, demo: gr.Blocks) -> None:
         job.cancel()
         return "Cancelling after the current step…"
 
+    def document_to_delete(target: str, name: str | None) -> str:
+        if not name:
+            raise gr.Error("Pick a document to delete.")
+        return f"{name} from {target}"
+
+    def collection_to_delete(target: str) -> str:
+        count = len(services.store.documents(target))
+        return f"collection {target} and its {count} document{'' if count == 1 else 's'}"
+
     def remove(target: str, name: str | None) -> tuple[Any, ...]:
         if not name:
             raise gr.Error("Pick a document to delete.")
@@ -204,7 +214,21 @@ def build_documents_tab(services: Services, demo: gr.Blocks) -> None:
         show_progress_on=[status],  # one progress bar, not one over every output
     )
     cancel.click(stop, job_id, status, api_name="cancel_ingest")
-    delete.click(remove, [collection, to_delete], [status, *outputs], api_name="delete_document")
-    drop.click(remove_collection, [collection], [status, *outputs], api_name="delete_collection")
+    delete.wire(
+        document_to_delete,
+        remove,
+        [collection, to_delete],
+        [status, *outputs],
+        api_name="delete_document",
+        disarm_on=[collection, to_delete],
+    )
+    drop.wire(
+        collection_to_delete,
+        remove_collection,
+        [collection],
+        [status, *outputs],
+        api_name="delete_collection",
+        disarm_on=[collection],
+    )
     collection.change(listing, collection, outputs, api_name=False)
     demo.load(listing, collection, outputs, api_name=False)

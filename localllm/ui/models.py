@@ -13,6 +13,7 @@ from localllm.llm.download import SUGGESTED, download_gguf
 from localllm.services import Services
 from localllm.ui.chat import ChatTab
 from localllm.ui.chat_view import model_choices
+from localllm.ui.confirm import confirm_delete
 
 COLUMNS = [
     "Name",
@@ -84,7 +85,7 @@ def build_models_tab(services: Services, chat: ChatTab, demo: gr.Blocks) -> None
         with gr.Column():
             gr.Markdown("### Delete a model file")
             to_delete = gr.Dropdown(label="File", choices=deletable())
-            delete = gr.Button("Delete", variant="stop")
+            delete = confirm_delete("Delete", "delete-model")
             delete_status = gr.Markdown()
 
     def refreshed() -> tuple[Any, Any, Any]:
@@ -104,6 +105,11 @@ def build_models_tab(services: Services, chat: ChatTab, demo: gr.Blocks) -> None
         except LocalLLMError as e:
             raise gr.Error(str(e)) from e
         return (f"Downloaded **{info.name}** ({human_size(info.size_bytes)}).", *refreshed())
+
+    def to_delete_name(name: str | None) -> str:
+        if not name:
+            raise gr.Error("pick a file to delete")
+        return name
 
     def do_delete(name: str | None) -> tuple[Any, ...]:
         if not name:
@@ -127,4 +133,11 @@ def build_models_tab(services: Services, chat: ChatTab, demo: gr.Blocks) -> None
     refresh.click(refreshed, None, listing, api_name=False)
     demo.load(refreshed, None, listing, api_name=False)  # files dropped in since start show up
     download.click(do_download, [repo, filename], [download_status, *listing], api_name="download")
-    delete.click(do_delete, [to_delete], [delete_status, *listing], api_name="delete_model")
+    delete.wire(
+        to_delete_name,
+        do_delete,
+        [to_delete],
+        [delete_status, *listing],
+        api_name="delete_model",
+        disarm_on=[to_delete],
+    )
