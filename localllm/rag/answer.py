@@ -7,6 +7,8 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from localllm.documents.chunk import search_text
 from localllm.index.lexical import QUESTION_WORDS, term_coverage, tokenize
 from localllm.index.retrieve import Retriever, SearchHit, SearchResult
@@ -48,6 +50,19 @@ _DECLINES = re.compile(
 def is_decline(answer: str) -> bool:
     """Whether an answer says the documents don't hold the answer."""
     return REFUSAL.lower() in answer.lower() or bool(_DECLINES.search(answer))
+
+
+def remembered(embed: Embed) -> Embed:
+    """`embed` that embeds each text once: attribution and the quote compare the same sentences."""
+    known: dict[str, np.ndarray] = {}
+
+    def embed_once(texts: list[str]) -> np.ndarray:
+        new = list(dict.fromkeys(t for t in texts if t not in known))
+        if new:
+            known.update(zip(new, embed(new), strict=True))
+        return np.stack([known[t] for t in texts]) if texts else embed(texts)
+
+    return embed_once
 
 
 def decide(
@@ -146,11 +161,12 @@ class GroundedAnswer:
         for source in self.sources:
             source.cited, source.spans = False, []
         declined = is_decline(text)
+        embed = remembered(self.embed) if self.embed is not None else None
         if not declined:
             self.attribution = attribute(
-                text, self.sources, self.embed, threshold=self.support_threshold
+                text, self.sources, embed, threshold=self.support_threshold
             )
-        candidate = quote_candidate(self.question, self.sources, self.embed)
+        candidate = quote_candidate(self.question, self.sources, embed)
         self.outcome = decide(
             model_declined=declined,
             supported=self.attribution.cited_sources(),
