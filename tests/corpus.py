@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 
 from tests.conftest import require
@@ -51,15 +52,27 @@ def write_encrypted_pdf(path: Path, text: str, password: str) -> Path:
     content = f"BT /F1 24 Tf 72 700 Td ({text}) Tj ET".encode("latin-1")
     stream_key = hashlib.md5(key + (4).to_bytes(3, "little") + (0).to_bytes(2, "little")).digest()
     encrypted = _rc4(stream_key[:10], content)
+    encryption = b"<< /Filter /Standard /V 1 /R 2 /O <%s> /U <%s> /P %d >>" % (
+        o_value.hex().encode(),
+        u_value.hex().encode(),
+        permissions,
+    )
+    trailer = b"/Encrypt 6 0 R /ID [<%s> <%s>]" % (doc_id.hex().encode(), doc_id.hex().encode())
+    path.write_bytes(one_page_pdf(encrypted, [encryption], trailer))
+    return path
+
+
+def one_page_pdf(content: bytes, extra: Sequence[bytes] = (), trailer: bytes = b"") -> bytes:
+    """A one-page PDF (Helvetica as /F1) drawing `content`; `extra` objects are numbered from 6,
+    and `trailer` adds entries to the trailer dictionary."""
     objects = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
         b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R"
         b" /Resources << /Font << /F1 5 0 R >> >> >>",
-        b"<< /Length %d >>\nstream\n" % len(encrypted) + encrypted + b"\nendstream",
+        b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream",
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-        b"<< /Filter /Standard /V 1 /R 2 /O <%s> /U <%s> /P %d >>"
-        % (o_value.hex().encode(), u_value.hex().encode(), permissions),
+        *extra,
     ]
     out = bytearray(b"%PDF-1.4\n")
     offsets = []
@@ -69,11 +82,9 @@ def write_encrypted_pdf(path: Path, text: str, password: str) -> Path:
     xref = len(out)
     out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
     out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R /Encrypt 6 0 R /ID [<%s> <%s>] >>\n" % (
+    out += b"trailer\n<< /Size %d /Root 1 0 R %s>>\n" % (
         len(objects) + 1,
-        doc_id.hex().encode(),
-        doc_id.hex().encode(),
+        trailer + b" " if trailer else b"",
     )
     out += b"startxref\n%d\n%%%%EOF\n" % xref
-    path.write_bytes(bytes(out))
-    return path
+    return bytes(out)
