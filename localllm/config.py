@@ -69,7 +69,7 @@ class Settings(BaseSettings):
         "without asking the model.",
     )
     rag_support_threshold: float = Field(
-        0.6,
+        0.5,
         ge=0.0,
         le=1.0,
         description="How well a source must support an answer sentence for the sentence to cite it "

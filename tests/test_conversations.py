@@ -314,3 +314,143 @@ def test_a_file_from_before_answers_kept_their_check_opens_and_keeps_it_from_the
         columns = [row[1] for row in raw.execute("PRAGMA table_info(messages)")]
         assert columns.count("details") == 1
         assert raw.execute("PRAGMA user_version").fetchone()[0] == 1, "older versions still open it"
+
+
+# regenerate, edit, search
+
+
+def test_a_regenerated_answer_replaces_the_last_one_which_is_kept(
+    store: ConversationStore, path: Path
+) -> None:
+    conversation = store.create()
+    first = exchange(store, conversation, "What is apt?", "A fruit.")
+    second = store.replace_answer(conversation, first, "A package manager.", [SOURCE], DETAILS)
+    third = store.replace_answer(conversation, second, "The package tool.")
+    shown = store.messages(conversation)
+    assert [(m.role, m.content) for m in shown] == [
+        ("user", "What is apt?"),
+        ("assistant", "The package tool."),
+    ]
+    assert store.get(conversation).messages == 2, "the list counts what is shown"
+    everything = store.messages(conversation, superseded=True)
+    assert [(m.id, m.superseded_by) for m in everything[1:]] == [
+        (first, second),
+        (second, third),
+        (third, None),
+    ]
+    assert store.message(second).details == DETAILS and store.message(second).sources == [SOURCE]
+    with ConversationStore(path) as reopened:
+        assert [m.content for m in reopened.messages(conversation)][1:] == ["The package tool."]
+    # Only the answer shown last can be replaced.
+    with pytest.raises(ConversationError, match="only the last answer can be regenerated"):
+        store.replace_answer(conversation, first, "Again.")
+    store.add_message(conversation, "user", "Thanks")
+    with pytest.raises(ConversationError, match="only the last answer"):
+        store.replace_answer(conversation, third, "Again.")
+    assert len(store.messages(conversation, superseded=True)) == 5, "nothing was added"
+
+
+def test_regenerations_pair_each_replaced_answer_with_its_replacement_and_rating(
+    store: ConversationStore,
+) -> None:
+    """What a preference pair is made of: question, rejected (replaced), chosen (replacement),
+    the replacement's rating, and whether it is the answer the user kept."""
+    one, two = store.create(), store.create()
+    fruit = exchange(store, one, "What is apt?", "A fruit.")
+    tool = store.replace_answer(one, fruit, "A package manager.")
+    store.rate(tool, 1)
+    store.add_message(one, "user", "And dpkg?")
+    cheese = store.add_message(one, "assistant", "Cheese.")
+    store.rate(cheese, -1)
+    low = store.replace_answer(one, cheese, "The low-level tool.")
+    lower = store.replace_answer(one, low, "The tool under apt.")
+    edited = exchange(store, two, "What is Debian?", "A bird.")
+    store.replace_question(two, "What is Debian GNU/Linux?")  # an edit, not a regeneration
+    store.add_message(two, "assistant", "An operating system.")
+
+    pairs = store.regenerations()
+    assert [(p.question, p.replaced, p.replacement, p.rating, p.kept) for p in pairs] == [
+        ("What is apt?", "A fruit.", "A package manager.", 1, True),
+        ("And dpkg?", "Cheese.", "The low-level tool.", None, False),
+        ("And dpkg?", "The low-level tool.", "The tool under apt.", None, True),
+    ]
+    assert [(p.replaced_id, p.replacement_id) for p in pairs] == [
+        (fruit, tool),
+        (cheese, low),
+        (low, lower),
+    ]
+    assert [p.replaced_rating for p in pairs] == [None, -1, None]
+    assert {p.conversation_id for p in pairs} == {one}
+    assert edited not in {p.replaced_id for p in pairs}
+
+
+def test_editing_the_last_question_keeps_the_old_turn_superseded(
+    store: ConversationStore,
+) -> None:
+    conversation = store.create()
+    exchange(store, conversation, "What is apt?", "A package manager.")
+    old_answer = exchange(store, conversation, "And aptitud?", "A typo.")
+    asked = store.replace_question(conversation, "And aptitude?")
+    shown = store.messages(conversation)
+    assert [m.content for m in shown] == ["What is apt?", "A package manager.", "And aptitude?"]
+    assert shown[-1].id == asked
+    superseded = [m for m in store.messages(conversation, superseded=True) if m.superseded_by]
+    assert [(m.content, m.superseded_by) for m in superseded] == [
+        ("And aptitud?", asked),
+        ("A typo.", asked),
+    ]
+    assert store.message(old_answer).superseded_by == asked
+    assert store.get(conversation).title == "What is apt?", "a later question leaves the title"
+    # The question again before it was answered (its answer was stopped before a word): only it goes.
+    again = store.replace_question(conversation, "And aptitude, in short?")
+    assert [m.content for m in store.messages(conversation)][2:] == ["And aptitude, in short?"]
+    assert store.message(asked).superseded_by == again
+    with pytest.raises(ConversationError, match="needs some text"):
+        store.replace_question(conversation, "  ")
+    with pytest.raises(ConversationError, match="no question to edit"):
+        store.replace_question(store.create(), "Hi")
+
+
+def test_an_edited_first_question_renames_the_chat_unless_the_user_named_it(
+    store: ConversationStore,
+) -> None:
+    named_by_question, named_by_user = store.create(), store.create()
+    for conversation in (named_by_question, named_by_user):
+        exchange(store, conversation, "Waht is apt?", "Hm?")
+    store.rename(named_by_user, "Package tools")
+    for conversation in (named_by_question, named_by_user):
+        store.replace_question(conversation, "What is apt?")
+    assert store.get(named_by_question).title == "What is apt?"
+    assert store.get(named_by_user).title == "Package tools"
+
+
+def test_search_finds_titles_and_shown_messages_in_any_case(store: ConversationStore) -> None:
+    apt, heron, empty = store.create(), store.create(), store.create("Notes on Ärzte")
+    exchange(store, apt, "What is apt?", "A package manager for Debian.")
+    old = exchange(store, heron, "Where does the heron nest?", "By the OTTER pond.")
+    store.replace_answer(heron, old, "By the north pond.")
+    assert [c.id for c in store.search("debian")] == [apt]
+    assert [c.id for c in store.search("HERON")] == [heron]
+    assert [c.id for c in store.search("pond")] == [heron]
+    assert store.search("otter") == [], "a superseded answer is not searched"
+    assert [c.id for c in store.search("ärzte")] == [empty], "case folded beyond ASCII"
+    assert [c.id for c in store.search("  ")] == [c.id for c in store.conversations()]
+    assert [c.id for c in store.search("%")] == [], "the text is literal, not a pattern"
+    assert store.search("it's") == []
+    assert [c.id for c in store.search("what is")] == [apt]
+    store.add_message(empty, "user", "What is dpkg?")
+    assert [c.id for c in store.search("what is")] == [empty, apt], "last changed first"
+
+
+def test_a_file_from_before_regenerate_opens_with_every_message_shown(path: Path) -> None:
+    path.parent.mkdir(parents=True)
+    with closing(sqlite3.connect(path)) as old:
+        old.executescript(OLD_SCHEMA)
+    with ConversationStore(path) as store:
+        _question, answer = store.messages("old")
+        assert answer.superseded_by is None and store.get("old").messages == 2
+        store.replace_answer("old", answer.id, "In the contrib area [1].")
+        assert store.regenerations()[0].replaced == "In contrib [1]."
+    with closing(sqlite3.connect(path)) as raw:
+        columns = [row[1] for row in raw.execute("PRAGMA table_info(messages)")]
+        assert columns.count("superseded_by") == 1

@@ -17,7 +17,7 @@ from localllm.finetune.train_config import DEFAULTS, TrainConfigError, check_con
     [
         ({"rank": 0}, "rank must be a positive number, not 0"),
         ({"learning_rate": "fast"}, "learning_rate must be a positive number, not 'fast'"),
-        ({"method": "dpo"}, "method 'dpo' is not supported (choose qlora or lora)"),
+        ({"method": "ppo"}, "method 'ppo' is not supported (choose qlora, lora or dpo)"),
         ({"bf16": "maybe"}, "bf16 must be one of auto, on, off, not 'maybe'"),
         ({"warp": 9}, "unknown setting 'warp'"),
         ({"max_steps": 0}, "give max_steps or epochs"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -9,11 +11,16 @@ import pypdfium2
 import pytest
 from PIL import Image, ImageChops
 
+from localllm.chat.sources import pages_text
 from localllm.documents.layout import rotate_box
 from localllm.documents.model import BBox, Element, ParsedDocument
 from localllm.documents.parse import parse_file
-from localllm.index.pages import PAD, PageRenderError, render_page
+from localllm.index.catalog import DocumentRecord
+from localllm.index.pages import PAD, PageRenderError, printed_label, printed_labels, render_page
+from localllm.rag.answer import with_printed_pages
+from localllm.rag.prompt import Source
 from tests.corpus import corpus_file
+from tests.labelled_pdf import labelled_pdf
 
 FAQ = "debian-faq.en.pdf"
 PAGE = 13
@@ -215,3 +222,60 @@ def test_a_damaged_pdf(tmp_path: Path) -> None:
 def test_a_page_out_of_range(page: int) -> None:
     with pytest.raises(PageRenderError, match=rf"page {page} of a 73-page PDF"):
         render_page(corpus_file(FAQ), page)
+
+
+def test_printed_numbers_come_from_the_pdfs_own_page_labels(tmp_path: Path) -> None:
+    pdf = labelled_pdf(tmp_path / "book.pdf", ["Preface", "Contents", "Chapter one", "More"])
+    # i, ii, then the body from 1: every page's printed number differs from its place.
+    assert printed_labels(pdf, [1, 2, 3, 4]) == {1: "i", 2: "ii", 3: "1", 4: "2"}
+    assert printed_label(pdf, 3) == "1"
+    assert printed_labels(pdf, [9, 0]) == {}, "pages the file does not have are left out"
+
+
+def test_a_page_printed_as_its_place_or_unlabelled_gets_no_printed_number(tmp_path: Path) -> None:
+    plain = labelled_pdf(tmp_path / "plain.pdf", ["one", "two"], labels=None)
+    same = labelled_pdf(
+        tmp_path / "same.pdf", ["one", "two"], labels=b"<< /Nums [0 << /S /D >>] >>"
+    )
+    prefixed = labelled_pdf(
+        tmp_path / "annex.pdf", ["one", "two"], labels=b"<< /Nums [0 << /S /D /P (A-) >>] >>"
+    )
+    assert printed_labels(plain, [1, 2]) == {}
+    assert printed_labels(same, [1, 2]) == {}
+    assert printed_labels(prefixed, [1, 2]) == {1: "A-1", 2: "A-2"}
+    assert printed_label(plain, 1) is None
+
+
+def test_the_faqs_printed_numbers_and_a_file_that_cannot_be_read(tmp_path: Path) -> None:
+    assert printed_labels(corpus_file(FAQ), [28]) == {28: "20"}  # as printed at its foot
+    broken = tmp_path / "broken.pdf"
+    broken.write_bytes(b"%PDF-1.4\nnot really")
+    assert printed_labels(broken, [1]) == {}
+    assert printed_labels(tmp_path / "gone.pdf", [1]) == {}
+
+
+def test_a_sources_pages_are_labelled_as_printed_from_the_stored_file(tmp_path: Path) -> None:
+    pdf = labelled_pdf(tmp_path / "book.pdf", ["Preface", "Contents", "Chapter one", "More"])
+    records = [
+        DocumentRecord("c", "doc-a", "book.pdf", str(pdf), 4, 2, 0.0, "ok"),
+        DocumentRecord("c", "doc-b", "notes.md", str(tmp_path / "notes.md"), 0, 1, 0.0, "ok"),
+    ]
+    book = Source(1, "book.pdf", [3, 4], None, "Chapter one More", 1.0, doc_id="doc-a")
+    notes = Source(2, "notes.md", [], None, "notes", 0.5, doc_id="doc-b")
+    with_printed_pages([book, notes], records)
+    assert book.printed == {3: "1", 4: "2"} and notes.printed == {}
+    assert pages_text(book) == "pp. 3-4 (printed 1-2)"
+    assert pages_text(replace(book, pages=[3])) == "p. 3 (printed 1)"
+    assert pages_text(replace(book, printed={})) == "pp. 3-4"
+    assert Source.from_dict(book.to_dict()).printed == book.printed, "saved with the answer"
+    assert Source.from_dict({**book.to_dict(), "printed": None}).printed == {}, "saved before"
+
+
+def test_reading_a_sources_printed_numbers_is_cheap() -> None:
+    faq = corpus_file(FAQ)
+    records = [DocumentRecord("c", "faq", FAQ, str(faq), 134, 400, 0.0, "ok")]
+    sources = [Source(n, FAQ, [20 + n], None, "t", 1.0, doc_id="faq") for n in range(1, 6)]
+    started = time.perf_counter()
+    with_printed_pages(sources, records)
+    assert time.perf_counter() - started < 0.5, "a display-time read of five sources' pages"
+    assert [s.printed for s in sources] == [{20 + n: str(12 + n)} for n in range(1, 6)]

@@ -319,6 +319,21 @@ def test_contents_indexes_and_bare_headings_are_navigation() -> None:
         assert not is_navigation(text), text
 
 
+def test_a_running_header_of_its_own_section_is_navigation() -> None:
+    """Longer than a bare heading, but only the section's heading with a page's running words."""
+    from localllm.index.navigation import is_navigation
+
+    section = "Chapter 5 PLATYPUS - Page Layout and Typography Using Scripts"
+    header = "User Guide Chapter 5 PLATYPUS - Page Layout and Typography Using Scripts\nPage 65"
+    assert is_navigation(header, section)
+    assert is_navigation("Chapter 5 PLATYPUS - Page Layout and Typography\nUsing Scripts", section)
+    assert not is_navigation(header), "without its section it is not known to be a heading"
+    text = "The language has available a conditional construction of the form"
+    assert not is_navigation(text, "9.2.1 Conditional execution: if statements")
+    answer = 'Platypus stands for "Page Layout and Typography Using Scripts".'
+    assert not is_navigation(answer, section)
+
+
 def test_a_question_its_contents_page_lists_finds_the_answer_not_the_contents(
     retriever: Retriever,
 ) -> None:

@@ -16,6 +16,7 @@ from localllm.chat.sources import highlighted
 from localllm.config import Settings
 from localllm.finetune.data import liked_answers
 from localllm.llm.download import SUGGESTED
+from localllm.llm.labels import LABEL_LENGTH, short_model_name
 from localllm.rag.prompt import Source
 from localllm.services import Services
 from localllm.ui.chat_view import (
@@ -23,7 +24,10 @@ from localllm.ui.chat_view import (
     conversation_choices,
     display_messages,
     feedback_values,
+    model_choices,
     model_note,
+    shown_answer,
+    source_label,
     when,
 )
 from localllm.ui.citations import Citation
@@ -194,3 +198,36 @@ def test_a_citation_link_reads_back_as_what_it_cites() -> None:
     assert Citation(12, 3, (40, 97)).href == "#cite-12-3-40-97"
     for bad in ("", "12", "12-x", "12-3-40", "../etc", "12-3-40-97-1"):
         assert Citation.parse(bad) is None, bad
+
+
+def test_the_sources_under_an_answer_are_one_a_line_with_their_printed_pages() -> None:
+    printed = replace(CONFFILE, printed={37: "29"})
+    other = replace(CONFFILE, n=2, pages=[38, 39], printed={}, cited=False, section="7.6 Next")
+    shown = shown_answer("Conffiles are kept [1].", [printed, other])
+    listed = shown.split("<sub>", 1)[1]
+    assert listed.startswith("Sources:<br>[1] ✓ debian-faq.en.pdf · p. 37 (printed 29) · 7.5")
+    assert "<br>[2] debian-faq.en.pdf · pp. 38-39 · 7.6 Next</sub>" in listed, listed
+    assert source_label(printed) == (
+        "[1] ✓ debian-faq.en.pdf · p. 37 (printed 29) · 7.5 What is a Debian conffile?"
+    )
+
+
+def test_model_names_are_shortened_to_read_whole_by_what_tells_them_apart() -> None:
+    assert short_model_name("SmolLM2-135M-Instruct.Q4_1.gguf") == "SmolLM2-135M-Instruct.Q4_1"
+    base = "SmolLM2-135M-Instruct.Q4_1"
+    assert short_model_name(f"{base}--20261201-094012-lora.lora.gguf") == (
+        "20261201-094012.lora.gguf"  # the run's id, not the base every run shares
+    )
+    assert short_model_name(f"{base}--faq.lora.gguf") == "faq.lora.gguf"
+    assert short_model_name("tiny--faq.Q8_0.gguf") == "faq.Q8_0 · tiny", "merged, base fits"
+    assert short_model_name("tiny.lora.gguf") == "tiny.lora.gguf", "an adapter says it is one"
+    long = short_model_name("Meta-Llama-3.1-8B-Instruct-abliterated-v2.Q4_K_M.gguf")
+    assert len(long) == LABEL_LENGTH and long.startswith("Meta-Llama-3.1-8B"), long
+    assert long.endswith("v2.Q4_K_M") and "…" in long, long
+
+
+def test_the_chat_tabs_model_list_shows_short_names_for_full_file_names(tmp_path: Path) -> None:
+    services = Services(Settings(models_dir=tmp_path / "models", docs_store=tmp_path / "docs"))
+    [(label, value)] = model_choices(services)  # the bundled model alone
+    assert value == "SmolLM2-135M-Instruct.Q4_1.gguf" and label == "SmolLM2-135M-Instruct.Q4_1"
+    assert len(label) <= LABEL_LENGTH

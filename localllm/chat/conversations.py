@@ -12,83 +12,41 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from localllm.errors import LocalLLMError
+from localllm.chat.conversation_records import (
+    FEEDBACK,
+    MESSAGE,
+    REGENERATIONS,
+    SEARCH,
+    SUMMARY,
+    ConversationSummary,
+    FeedbackExample,
+    Regeneration,
+    StoredMessage,
+    example_of,
+    message_of,
+    regeneration_of,
+    summary_of,
+)
+from localllm.chat.conversation_schema import SCHEMA_VERSION, ConversationError, connect
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "ConversationError",
+    "ConversationStore",
+    "ConversationSummary",
+    "FeedbackExample",
+    "Regeneration",
+    "StoredMessage",
+    "title_from",
+]
 
 ROLES = ("user", "assistant")
 RATINGS = (1, -1)  # liked, disliked
 TITLE_LENGTH = 60
-# Raised only by a change older versions can't live with; a column added with a default is not one.
-SCHEMA_VERSION = 1
-
-# `touched` orders conversations by their last change; clock readings can tie, a counter can't.
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS conversations (
-    id TEXT PRIMARY KEY,
-    title TEXT NOT NULL DEFAULT '',
-    collection TEXT,
-    created REAL NOT NULL,
-    updated REAL NOT NULL,
-    touched INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS conversations_by_touch ON conversations (touched);
-CREATE TABLE IF NOT EXISTS messages (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
-    role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
-    content TEXT NOT NULL,
-    sources TEXT NOT NULL DEFAULT '[]',
-    details TEXT NOT NULL DEFAULT '{}',
-    created REAL NOT NULL,
-    rating INTEGER CHECK (rating IN (1, -1)),
-    rated REAL
-);
-CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages (conversation_id, id);
-"""
-
-
-class ConversationError(LocalLLMError):
-    """A saved conversation or message that can't be found or changed; fit to show a user."""
-
-
-@dataclass
-class ConversationSummary:
-    id: str
-    title: str
-    collection: str | None
-    created: float
-    updated: float
-    messages: int
-
-
-@dataclass
-class StoredMessage:
-    id: int
-    role: str  # "user" | "assistant"
-    content: str
-    sources: list[dict[str, Any]]
-    created: float
-    rating: int | None  # 1 liked, -1 disliked
-    # a grounded answer's check: outcome, model_answer, attribution (GroundedAnswer.to_dict's);
-    # empty for a plain answer, and for one saved before answers kept it
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class FeedbackExample:
-    """A rated answer and the user's question just before it."""
-
-    conversation_id: str
-    message_id: int
-    question: str
-    answer: str
-    sources: list[dict[str, Any]]
-    rating: int
-    created: float  # when the answer was rated
 
 
 class ConversationStore:
@@ -97,7 +55,7 @@ class ConversationStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = _connect(self.path)
+        self._db: sqlite3.Connection | None = connect(self.path)
 
     def __enter__(self) -> ConversationStore:
         return self
@@ -142,23 +100,64 @@ class ConversationStore:
         now = time.time()
         with self._transaction() as db:
             title = _summary_row(db, conversation_id)["title"]
-            cursor = db.execute(
-                "INSERT INTO messages (conversation_id, role, content, sources, details, created)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    conversation_id,
-                    role,
-                    content,
-                    json.dumps(list(sources)),
-                    json.dumps(details or {}),
-                    now,
-                ),
-            )
+            added = _insert(db, now, conversation_id, role, content, sources, details)
             if not title and role == "user":
                 title = title_from(content)
             _touch(db, conversation_id, now, title=title)
-        assert cursor.lastrowid is not None
-        return cursor.lastrowid
+        return added
+
+    def replace_answer(
+        self,
+        conversation_id: str,
+        replaced_id: int,
+        content: str,
+        sources: Sequence[dict[str, Any]] = (),
+        details: dict[str, Any] | None = None,
+    ) -> int:
+        """A regenerated answer in place of the last one, which is kept, superseded; its id."""
+        now = time.time()
+        with self._transaction() as db:
+            last = _last_shown(db, conversation_id)
+            if last is None or last["id"] != replaced_id or last["role"] != "assistant":
+                raise ConversationError(
+                    f"message {replaced_id} is not the last answer of this conversation: "
+                    "only the last answer can be regenerated"
+                )
+            added = _insert(db, now, conversation_id, "assistant", content, sources, details)
+            db.execute("UPDATE messages SET superseded_by = ? WHERE id = ?", (added, replaced_id))
+            _touch(db, conversation_id, now, title=_summary_row(db, conversation_id)["title"])
+        return added
+
+    def replace_question(self, conversation_id: str, content: str) -> int:
+        """The last question edited: the new one is added, the old one and what followed it
+        (its answer) are kept, superseded by it; returns the new question's id."""
+        if not content.strip():
+            raise ConversationError("an edited question needs some text")
+        now = time.time()
+        with self._transaction() as db:
+            title = _summary_row(db, conversation_id)["title"]
+            asked = db.execute(
+                "SELECT id, content FROM messages WHERE conversation_id = ? AND role = 'user'"
+                " AND superseded_by IS NULL ORDER BY id DESC LIMIT 1",
+                (conversation_id,),
+            ).fetchone()
+            if asked is None:
+                raise ConversationError("this conversation has no question to edit yet")
+            first = db.execute(
+                "SELECT MIN(id) FROM messages WHERE conversation_id = ? AND role = 'user'"
+                " AND superseded_by IS NULL",
+                (conversation_id,),
+            ).fetchone()[0]
+            added = _insert(db, now, conversation_id, "user", content)
+            db.execute(
+                "UPDATE messages SET superseded_by = ? WHERE conversation_id = ? AND id >= ?"
+                " AND id < ? AND superseded_by IS NULL",
+                (added, conversation_id, asked["id"], added),
+            )
+            if asked["id"] == first and title == title_from(asked["content"]):
+                title = title_from(content)  # the title was the question's own
+            _touch(db, conversation_id, now, title=title)
+        return added
 
     def set_collection(self, conversation_id: str, collection: str | None) -> None:
         self._update(conversation_id, "collection", collection)
@@ -169,28 +168,41 @@ class ConversationStore:
     def conversations(self) -> list[ConversationSummary]:
         """Every conversation, the most recently changed first."""
         with self._transaction() as db:
-            rows = db.execute(f"{_SUMMARY} GROUP BY c.id ORDER BY c.touched DESC").fetchall()
-        return [_summary(row) for row in rows]
+            rows = db.execute(f"{SUMMARY} GROUP BY c.id ORDER BY c.touched DESC").fetchall()
+        return [summary_of(row) for row in rows]
+
+    def search(self, text: str) -> list[ConversationSummary]:
+        """The conversations whose title or shown messages hold `text` (any case), most recently
+        changed first; every conversation for blank text."""
+        wanted = text.strip().casefold()
+        if not wanted:
+            return self.conversations()
+        with self._transaction() as db:
+            rows = db.execute(SEARCH, (wanted, wanted)).fetchall()
+        return [summary_of(row) for row in rows]
 
     def get(self, conversation_id: str) -> ConversationSummary:
         with self._transaction() as db:
-            return _summary(_summary_row(db, conversation_id))
+            return summary_of(_summary_row(db, conversation_id))
 
-    def messages(self, conversation_id: str) -> list[StoredMessage]:
-        """The conversation's messages in the order they were added."""
+    def messages(self, conversation_id: str, *, superseded: bool = False) -> list[StoredMessage]:
+        """The conversation's messages as shown, in the order they were added; with
+        `superseded`, also those a regenerated answer or an edited question replaced."""
+        shown_only = "" if superseded else " AND superseded_by IS NULL"
         with self._transaction() as db:
             _summary_row(db, conversation_id)
             rows = db.execute(
-                f"{_MESSAGE} WHERE conversation_id = ? ORDER BY id", (conversation_id,)
+                f"{MESSAGE} WHERE conversation_id = ?{shown_only} ORDER BY id",
+                (conversation_id,),
             ).fetchall()
-        return [_message(row) for row in rows]
+        return [message_of(row) for row in rows]
 
     def message(self, message_id: int) -> StoredMessage:
         with self._transaction() as db:
-            row = db.execute(f"{_MESSAGE} WHERE id = ?", (message_id,)).fetchone()
+            row = db.execute(f"{MESSAGE} WHERE id = ?", (message_id,)).fetchone()
         if row is None:
             raise ConversationError(f"no message with id {message_id}; it may have been deleted")
-        return _message(row)
+        return message_of(row)
 
     def delete(self, conversation_id: str) -> None:
         """Delete the conversation with its messages and their ratings."""
@@ -229,8 +241,15 @@ class ConversationStore:
             )
         wanted = RATINGS if rating is None else (rating, rating)
         with self._transaction() as db:
-            rows = db.execute(_FEEDBACK, wanted).fetchall()
-        return [_example(row) for row in rows]
+            rows = db.execute(FEEDBACK, wanted).fetchall()
+        return [example_of(row) for row in rows]
+
+    def regenerations(self) -> list[Regeneration]:
+        """Every answer a regenerated one replaced, with its question and its replacement, in
+        the order they were regenerated (an edited question's answer is not one)."""
+        with self._transaction() as db:
+            rows = db.execute(REGENERATIONS).fetchall()
+        return [regeneration_of(row) for row in rows]
 
     def _update(self, conversation_id: str, column: str, value: str | None) -> None:
         with self._transaction() as db:
@@ -258,69 +277,12 @@ class ConversationStore:
                 raise ConversationError(f"the saved conversations at {self.path}: {e}") from e
 
 
-_MESSAGE = "SELECT id, role, content, sources, details, created, rating FROM messages"
-_SUMMARY = (
-    "SELECT c.id, c.title, c.collection, c.created, c.updated, COUNT(m.id) AS messages"
-    " FROM conversations c LEFT JOIN messages m ON m.conversation_id = c.id"
-)
-
-# Both placeholders are ratings to include; the question is the last user message before the answer.
-_FEEDBACK = """
-SELECT a.conversation_id, a.id, q.content AS question, a.content AS answer, a.sources, a.rating,
-       a.rated
-FROM messages a
-JOIN messages q ON q.id = (
-    SELECT MAX(id) FROM messages
-    WHERE conversation_id = a.conversation_id AND role = 'user' AND id < a.id
-)
-WHERE a.role = 'assistant' AND a.rating IN (?, ?)
-ORDER BY a.id
-"""
-
-
 def title_from(content: str) -> str:
     """A conversation's title from its first message: the first line with text, cut short."""
     line = next((line.strip() for line in content.splitlines() if line.strip()), "")
     if len(line) <= TITLE_LENGTH:
         return line
     return line[: TITLE_LENGTH - 1].rstrip() + "…"
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(path, check_same_thread=False)
-    except (OSError, sqlite3.Error) as e:
-        raise ConversationError(f"can't open the saved conversations at {path}: {e}") from e
-    try:
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA journal_mode = WAL")
-        db.execute("PRAGMA foreign_keys = ON")
-        db.execute("PRAGMA busy_timeout = 5000")
-        _create_schema(db, path)
-    except sqlite3.Error as e:
-        db.close()
-        raise ConversationError(
-            f"{path} can't be read as saved conversations ({e}); move it away to start afresh"
-        ) from e
-    except ConversationError:
-        db.close()
-        raise
-    return db
-
-
-def _create_schema(db: sqlite3.Connection, path: Path) -> None:
-    version = db.execute("PRAGMA user_version").fetchone()[0]
-    if version > SCHEMA_VERSION:
-        raise ConversationError(
-            f"{path} was written by a newer version of LocalLLM; update LocalLLM to open it"
-        )
-    with db:
-        db.executescript(_SCHEMA)
-        columns = {row["name"] for row in db.execute("PRAGMA table_info(messages)")}
-        if "details" not in columns:  # a file from before answers kept their check
-            db.execute("ALTER TABLE messages ADD COLUMN details TEXT NOT NULL DEFAULT '{}'")
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 def _next_touch(db: sqlite3.Connection) -> int:
@@ -334,8 +296,42 @@ def _touch(db: sqlite3.Connection, conversation_id: str, now: float, *, title: s
     )
 
 
+def _insert(
+    db: sqlite3.Connection,
+    now: float,
+    conversation_id: str,
+    role: str,
+    content: str,
+    sources: Sequence[dict[str, Any]] = (),
+    details: dict[str, Any] | None = None,
+) -> int:
+    cursor = db.execute(
+        "INSERT INTO messages (conversation_id, role, content, sources, details, created)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            conversation_id,
+            role,
+            content,
+            json.dumps(list(sources)),
+            json.dumps(details or {}),
+            now,
+        ),
+    )
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid
+
+
+def _last_shown(db: sqlite3.Connection, conversation_id: str) -> sqlite3.Row | None:
+    _summary_row(db, conversation_id)
+    return db.execute(
+        "SELECT id, role FROM messages WHERE conversation_id = ? AND superseded_by IS NULL"
+        " ORDER BY id DESC LIMIT 1",
+        (conversation_id,),
+    ).fetchone()
+
+
 def _summary_row(db: sqlite3.Connection, conversation_id: str) -> sqlite3.Row:
-    row = db.execute(f"{_SUMMARY} WHERE c.id = ? GROUP BY c.id", (conversation_id,)).fetchone()
+    row = db.execute(f"{SUMMARY} WHERE c.id = ? GROUP BY c.id", (conversation_id,)).fetchone()
     if row is None:
         raise _no_conversation(conversation_id)
     return row
@@ -344,39 +340,4 @@ def _summary_row(db: sqlite3.Connection, conversation_id: str) -> sqlite3.Row:
 def _no_conversation(conversation_id: str) -> ConversationError:
     return ConversationError(
         f"no conversation with id {conversation_id!r}; it may have been deleted"
-    )
-
-
-def _summary(row: sqlite3.Row) -> ConversationSummary:
-    return ConversationSummary(
-        id=row["id"],
-        title=row["title"],
-        collection=row["collection"],
-        created=row["created"],
-        updated=row["updated"],
-        messages=row["messages"],
-    )
-
-
-def _message(row: sqlite3.Row) -> StoredMessage:
-    return StoredMessage(
-        id=row["id"],
-        role=row["role"],
-        content=row["content"],
-        sources=json.loads(row["sources"]),
-        created=row["created"],
-        rating=row["rating"],
-        details=json.loads(row["details"] or "{}"),
-    )
-
-
-def _example(row: sqlite3.Row) -> FeedbackExample:
-    return FeedbackExample(
-        conversation_id=row["conversation_id"],
-        message_id=row["id"],
-        question=row["question"],
-        answer=row["answer"],
-        sources=json.loads(row["sources"]),
-        rating=row["rating"],
-        created=row["rated"],
     )

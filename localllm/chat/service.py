@@ -2,16 +2,19 @@
 
 A face turns what it was given into a `ChatRequest`, asks `ChatService.answer` (the model is loaded,
 the documents searched and the prompt built; nothing is generated yet) and streams the answer it
-gets back. `ChatService.reply` is the same, in a saved conversation.
+gets back. `ChatService.reply` is the same, in a saved conversation; `regenerate` answers its last
+question again and `edit` asks its last question anew, each keeping what it replaces, superseded.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import random
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from localllm.chat.conversations import ConversationStore, StoredMessage
+from localllm.chat.conversations import ConversationError, ConversationStore, StoredMessage
 from localllm.llm.base import ChatModel, FinishReason, GenerationParams, GenerationStats, Message
 from localllm.llm.context import with_system
 from localllm.llm.manager import LoadOptions, params_from_settings
@@ -22,6 +25,9 @@ if TYPE_CHECKING:
     from localllm.services import Services
 
 Role = Literal["system", "user", "assistant"]
+Cut = Literal["stopped", "length"]  # an answer ended by the user's Stop, or by the token limit
+# A regenerated answer at temperature 0 (greedy decoding: the same answer again) is sampled at this.
+REGENERATE_TEMPERATURE = 0.7
 
 
 @dataclass(frozen=True)
@@ -137,6 +143,23 @@ class Reply:
     declined: bool = False
     model_text: str = ""  # what the model wrote, when the answer shown is not that
     outcome: str = "answered"
+    cut: Cut | None = None  # how the answer was cut short, if it was
+    replaced_id: int | None = None  # the answer a regenerated one replaces (kept, superseded)
+    stopping: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
+
+    def cancel(self) -> None:
+        """End the answer at its next token: it is saved as it is, marked stopped."""
+        self.stopping.set()
+
+
+# How an answer is saved once it is written: (text, sources, details) -> the saved message's id.
+Save = Callable[[str, list[dict[str, Any]], dict[str, Any] | None], int]
+
+
+def regeneration_params(params: GenerationParams, seed: int) -> GenerationParams:
+    """A regenerated answer's settings: the user's with a fresh `seed`; at temperature 0, where
+    any seed gives the same answer, REGENERATE_TEMPERATURE."""
+    return replace(params, temperature=params.temperature or REGENERATE_TEMPERATURE, seed=seed)
 
 
 class ChatService:
@@ -180,8 +203,7 @@ class ChatService:
         """
         conversations: ConversationStore = self.services.conversations
         earlier = conversations.messages(conversation_id) if conversation_id else []
-        history = [ChatMessage.from_stored(m) for m in earlier]
-        answer = self.answer(replace(request, messages=[*history, ChatMessage("user", question)]))
+        answer = self._prepare(earlier, question, request)
         # Saved only once the question could be asked: a failed one leaves no half turn behind.
         if conversation_id is None:
             conversation_id = conversations.create(collection=request.collection)
@@ -189,27 +211,102 @@ class ChatService:
             conversations.set_collection(conversation_id, request.collection)
         question_id = conversations.add_message(conversation_id, "user", question)
         result = Reply(conversation_id, question_id, request.collection, answer.sources)
-        yield result, ""
-        try:
-            for piece in answer.stream():
-                result.text += piece
-                yield result, piece
-        finally:
-            grounded = answer.grounded
-            if grounded is not None and result.text:
-                if grounded.model_text != result.text:  # stopped before its stream could check
-                    grounded.check(result.text)
-                result.text, result.outcome = grounded.text, grounded.outcome
-                result.model_text = grounded.model_text
-            result.declined = answer.declined
-            if result.text:
-                result.message_id = conversations.add_message(
-                    conversation_id,
-                    "assistant",
-                    result.text,
-                    [s.to_dict() for s in result.sources],
-                    answer_details(grounded) if grounded is not None else None,
-                )
+        yield from _streamed(answer, result, self._adder(conversation_id))
+
+    def regenerate(
+        self, request: ChatRequest, *, conversation_id: str
+    ) -> Iterator[tuple[Reply, str]]:
+        """The conversation's last question answered again, as `reply` streams it; the new answer
+        replaces the last one, which is kept, superseded. At temperature 0 (the same answer every
+        time) the new one is sampled at REGENERATE_TEMPERATURE; always with a fresh seed."""
+        conversations: ConversationStore = self.services.conversations
+        shown = conversations.messages(conversation_id)
+        replaced = shown.pop() if shown and shown[-1].role == "assistant" else None
+        if not shown or shown[-1].role != "user":
+            raise ConversationError("this conversation has no answer to regenerate yet")
+        asked = shown.pop()
+        params = request.params or params_from_settings(self.services.settings)
+        fresh = replace(request, params=regeneration_params(params, random.randrange(2**31)))
+        answer = self._prepare(shown, asked.content, fresh)
+        conversations.set_collection(conversation_id, request.collection)
+        result = Reply(conversation_id, asked.id, request.collection, answer.sources)
+        if replaced is None:  # the question's answer was never written: write it now
+            yield from _streamed(answer, result, self._adder(conversation_id))
+            return
+        result.replaced_id = replaced.id
+
+        def save(text: str, sources: list[dict[str, Any]], details: dict[str, Any] | None) -> int:
+            return conversations.replace_answer(
+                conversation_id, replaced.id, text, sources, details
+            )
+
+        yield from _streamed(answer, result, save)
+
+    def edit(
+        self, question: str, request: ChatRequest, *, conversation_id: str
+    ) -> Iterator[tuple[Reply, str]]:
+        """The conversation's last question replaced by `question` and answered, as `reply`
+        streams it; the old question and its answer are kept, superseded."""
+        conversations: ConversationStore = self.services.conversations
+        shown = conversations.messages(conversation_id)
+        last = max((i for i, m in enumerate(shown) if m.role == "user"), default=None)
+        if last is None:
+            raise ConversationError("this conversation has no question to edit yet")
+        answer = self._prepare(shown[:last], question, request)
+        conversations.set_collection(conversation_id, request.collection)
+        question_id = conversations.replace_question(conversation_id, question)
+        result = Reply(conversation_id, question_id, request.collection, answer.sources)
+        yield from _streamed(answer, result, self._adder(conversation_id))
+
+    def _prepare(
+        self, earlier: Sequence[StoredMessage], question: str, request: ChatRequest
+    ) -> ChatAnswer:
+        history = [ChatMessage.from_stored(m) for m in earlier]
+        return self.answer(replace(request, messages=[*history, ChatMessage("user", question)]))
+
+    def _adder(self, conversation_id: str) -> Save:
+        conversations: ConversationStore = self.services.conversations
+
+        def save(text: str, sources: list[dict[str, Any]], details: dict[str, Any] | None) -> int:
+            return conversations.add_message(conversation_id, "assistant", text, sources, details)
+
+        return save
+
+
+def _streamed(answer: ChatAnswer, result: Reply, save: Save) -> Iterator[tuple[Reply, str]]:
+    """`result` as `answer` streams into it: first before the model starts, with the sources, then
+    with each piece. When the stream ends, also when it is stopped early, the answer is saved."""
+    result.stopping = answer.stats.cancel
+    yield result, ""
+    finished = False
+    try:
+        for piece in answer.stream():
+            result.text += piece
+            yield result, piece
+        finished = True
+    finally:
+        grounded = answer.grounded
+        if grounded is not None and result.text:
+            if grounded.model_text != result.text:  # stopped before its stream could check
+                grounded.check(result.text)
+            result.text, result.outcome = grounded.text, grounded.outcome
+            result.model_text = grounded.model_text
+        result.declined = answer.declined
+        result.cut = cut_of(answer, finished)
+        if result.text:
+            details = answer_details(grounded) if grounded is not None else {}
+            if result.cut:
+                details["cut"] = result.cut
+            sources = [s.to_dict() for s in result.sources]
+            result.message_id = save(result.text, sources, details or None)
+
+
+def cut_of(answer: ChatAnswer, finished: bool) -> Cut | None:
+    """How an answer was cut short: "stopped" (its stream closed, or cancelled), "length" (the
+    token limit), or None (it ended on its own)."""
+    if not finished or answer.stats.cancel.is_set():
+        return "stopped"
+    return "length" if answer.finish_reason == "length" else None
 
 
 def answer_details(grounded: GroundedAnswer) -> dict[str, object]:

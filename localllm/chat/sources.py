@@ -30,6 +30,21 @@ class SourcePage:
         return f"Page {self.page}" + (f" (printed page {self.printed})" if self.printed else "")
 
 
+def pages_text(source: Source) -> str:
+    """Where a source is, as its label shows it: "p. 46", with the number printed on the page
+    where the PDF's labels say it differs ("p. 46 (printed 38)", "pp. 46-47 (printed 38-39)")."""
+    if not source.pages:
+        return ""
+    first, last = source.pages[0], source.pages[-1]
+    printed = source.printed
+    if first == last:
+        return f"p. {first}" + (f" (printed {printed[first]})" if first in printed else "")
+    shown = f"pp. {first}-{last}"
+    if first in printed or last in printed:
+        shown += f" (printed {printed.get(first, first)}-{printed.get(last, last)})"
+    return shown
+
+
 def source_page(
     store: DocumentStore,
     collection: str,

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from localllm.cli.auth import add_commands as add_auth_commands
+from localllm.cli.documents import add_commands as add_documents_commands
 from localllm.cli.documents import cmd_docs, cmd_ingest
 from localllm.cli.finetune import add_commands as add_finetune_commands
 from localllm.cli.grounded import add_commands as add_grounded_commands
@@ -83,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     docs_drop.add_argument("name")
     docs.set_defaults(func=cmd_docs)
 
+    add_documents_commands(sub)
     add_grounded_commands(sub)
     add_auth_commands(sub)
     add_finetune_commands(sub)

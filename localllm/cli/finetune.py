@@ -10,6 +10,7 @@ from localllm.cli.output import print_json
 from localllm.config import Settings
 from localllm.errors import LocalLLMError
 from localllm.finetune import jobs
+from localllm.finetune.grounded import DECLINE_SHARE
 from localllm.finetune.names import QUANT_CHOICES
 
 
@@ -33,6 +34,10 @@ def cmd_finetune(settings: Settings, args: argparse.Namespace) -> int:
         run_id = args.resume
         jobs.start(settings, run_id, resume=True)
     else:
+        if args.method == "dpo" and not args.data:  # the pairs of the saved conversations
+            from localllm.finetune.preferences import saved_pairs_file
+
+            args.data = str(saved_pairs_file(settings)[0])
         if not args.data:
             raise LocalLLMError("give --data FILE.jsonl (or --resume RUN)")
         hyper = {
@@ -48,6 +53,7 @@ def cmd_finetune(settings: Settings, args: argparse.Namespace) -> int:
             "bf16": args.bf16,
             "rehearsal": args.rehearsal,
             "stop_loss": args.stop_loss,
+            "beta": args.beta,
         }
         if args.epochs and args.max_steps is None:
             hyper["max_steps"] = 0
@@ -57,6 +63,7 @@ def cmd_finetune(settings: Settings, args: argparse.Namespace) -> int:
             base=args.base,
             method=args.method,
             export_over=args.export_over,
+            name=args.name,
             **hyper,
         )
         if loaded.problems:
@@ -76,6 +83,7 @@ def cmd_finetune(settings: Settings, args: argparse.Namespace) -> int:
     info = _follow(settings, run_id, args.quiet or args.json)
     result = {
         "run": info.id,
+        "name": info.name,
         "state": info.state,
         "adapter_gguf": info.adapter_gguf,
         "eval_loss_before": info.eval_loss_before,
@@ -119,7 +127,8 @@ def cmd_runs(settings: Settings, args: argparse.Namespace) -> int:
         loss = ""
         if r.eval_loss_before is not None and r.eval_loss_after is not None:
             loss = f"  val loss {r.eval_loss_before:.3f} -> {r.eval_loss_after:.3f}"
-        print(f"{r.id}  {r.state:<10} {r.method:<5} {r.base}  steps {steps}{loss}")
+        named = f"  “{r.name}”" if r.name else ""
+        print(f"{r.id}{named}  {r.state:<10} {r.method:<5} {r.base}  steps {steps}{loss}")
         if r.error and r.state != "done":
             print(f"    {r.error}")
     return 0
@@ -149,6 +158,7 @@ def cmd_dataset(settings: Settings, args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     skipped: list[str] = []
+    extra: dict[str, object] = {}
     if args.dataset_command == "liked":
         from localllm.chat.conversations import ConversationStore
         from localllm.finetune.data import liked_answers
@@ -165,6 +175,7 @@ def cmd_dataset(settings: Settings, args: argparse.Namespace) -> int:
         import threading
 
         from localllm.finetune.from_documents import pairs_from_documents
+        from localllm.finetune.grounded import grounded_from_documents
         from localllm.services import Services
 
         services = Services(settings)
@@ -176,24 +187,31 @@ def cmd_dataset(settings: Settings, args: argparse.Namespace) -> int:
 
         # Ctrl-C stops after the current passage and keeps the pairs written so far
         previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+        asked = {
+            "documents": args.doc or None,
+            "max_pairs": args.max_pairs,
+            "progress": progress,
+            "cancel": stop,
+        }
         try:
-            made = pairs_from_documents(
-                services.store,
-                services.models.get(args.model),
-                args.collection,
-                documents=args.doc or None,
-                max_pairs=args.max_pairs,
-                progress=progress,
-                cancel=stop,
-            )
+            model = services.models.get(args.model)
+            if args.grounded:
+                grounded = grounded_from_documents(
+                    services, model, args.collection, decline_share=args.decline_share, **asked
+                )
+                examples, skipped = grounded.examples, grounded.skipped
+                extra = grounded.to_dict()
+                del extra["examples"], extra["skipped"]
+            else:
+                made = pairs_from_documents(services.store, model, args.collection, **asked)
+                examples, skipped = made.examples, made.skipped
         finally:
             signal.signal(signal.SIGINT, previous)
             services.close()
-        examples, skipped = made.examples, made.skipped
         if not examples:
             raise LocalLLMError(f"the model wrote no usable pairs ({'; '.join(skipped[:3])})")
     write_jsonl(examples, out)
-    result = {"path": str(out), "examples": len(examples), "skipped": skipped}
+    result = {"path": str(out), "examples": len(examples), "skipped": skipped, **extra}
     if args.json:
         print_json(result)
     else:
@@ -201,6 +219,11 @@ def cmd_dataset(settings: Settings, args: argparse.Namespace) -> int:
             f"{len(examples)} examples written to {out}"
             + (f", {len(skipped)} skipped" if skipped else "")
         )
+        if extra:
+            print(
+                f"{extra['declines']} of them decline (only unrelated sources given); train on "
+                f"them whole: localllm finetune --data {out} --max-length {extra['max_length']}"
+            )
     return 0
 
 
@@ -215,6 +238,17 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     docs.add_argument("--doc", action="append", help="only this document (repeatable)")
     docs.add_argument("--max-pairs", type=int, default=50)
     docs.add_argument("--model", help="the model that writes the pairs (default model)")
+    docs.add_argument(
+        "--grounded",
+        action="store_true",
+        help="examples in the chat's own grounded prompt: retrieved sources, answers citing [n]",
+    )
+    docs.add_argument(
+        "--decline-share",
+        type=float,
+        default=DECLINE_SHARE,
+        help=f"with --grounded: share given only unrelated sources, taught to decline ({DECLINE_SHARE})",
+    )
     for kind in (liked, docs):
         kind.add_argument("--out", required=True, help="the JSONL file to write")
         kind.add_argument("--json", action="store_true", help="one JSON object on stdout")
@@ -230,7 +264,15 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     tune.add_argument(
         "--export-over", metavar="MODEL", help="with an HF folder --base: the GGUF of that model"
     )
-    tune.add_argument("--method", choices=["lora", "qlora"], default="lora")
+    tune.add_argument(
+        "--method",
+        choices=["lora", "qlora", "dpo"],
+        default="lora",
+        help="dpo: LoRA on preference pairs, --data of prompt/chosen/rejected lines or, without "
+        "--data, the pairs of your thumbs and regenerations",
+    )
+    tune.add_argument("--beta", type=float, help="dpo: how close to the base it stays (0.1)")
+    tune.add_argument("--name", help="a name for the run: it names the tuned model's files")
     tune.add_argument("--max-steps", type=int)
     tune.add_argument("--epochs", type=float, help="train for epochs instead of --max-steps")
     tune.add_argument("--rank", type=int)

@@ -87,7 +87,60 @@ def cmd_ask(settings: Settings, args: argparse.Namespace) -> int:
         services.close()
 
 
+def _compare(settings: Settings, args: argparse.Namespace) -> int:
+    from localllm.eval.compare import CompareError, compare_models
+    from localllm.eval.generated_qa import generate_qa, write_qa
+    from localllm.eval.metrics import load_qa
+    from localllm.llm.manager import params_from_settings
+    from localllm.services import Services
+
+    qa_path = Path(args.qa_file)
+    if args.generate and qa_path.exists():
+        raise CompareError(
+            f"{qa_path} exists: --generate writes a new question set, pick a new name"
+        )
+    services = Services(settings)
+
+    def show(done: int, total: int, message: str = "") -> None:
+        if not args.json:
+            print(f"\r{done}/{total} {message[:70]:<70}", end="", file=sys.stderr, flush=True)
+
+    try:
+        models = (args.models or "").split(",")
+        if args.generate:
+            services.store.collection(args.collection)
+            items, chunks = generate_qa(
+                services.store,
+                services.models.get(args.model),
+                args.collection,
+                max_pairs=args.generate,
+                progress=show,
+            )
+            write_qa(items, qa_path, chunks)
+            if not args.json:
+                print(f"\nwrote {len(items)} questions to {qa_path}", file=sys.stderr)
+        items = load_qa(qa_path, need_answer=True)
+        params = params_from_settings(settings, temperature=0.0, seed=0, max_tokens=args.max_tokens)
+        result = compare_models(
+            services, items, args.collection, models, params=params, progress=show
+        )
+        if args.json:
+            print_json(result.to_dict(details=args.details))
+            return 0
+        print(file=sys.stderr)
+        columns = ("model", "retrieval", "f1", "rouge_l", "citation_precision", "declined")
+        columns += ("perplexity", "seconds")
+        print("  ".join(columns))
+        for row in result.to_dict()["rows"]:
+            print("  ".join("-" if row[c] is None else str(row[c]) for c in columns))
+        return 0
+    finally:
+        services.close()
+
+
 def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
+    if args.what == "compare":
+        return _compare(settings, args)
     from localllm.eval.metrics import load_qa
     from localllm.eval.runs import evaluate_answers, evaluate_retrieval
     from localllm.llm.manager import params_from_settings
@@ -150,12 +203,33 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     ask.add_argument("--json", action="store_true", help="one JSON object on stdout")
     ask.set_defaults(func=cmd_ask)
 
-    evaluate = sub.add_parser("eval", help="measure retrieval or answers on a question set")
-    evaluate.add_argument("what", choices=["retrieval", "answers"])
-    evaluate.add_argument("qa_file", metavar="QA.jsonl", help='lines {"question", "doc", "page"}')
+    evaluate = sub.add_parser(
+        "eval", help="measure retrieval or answers on a question set, or compare models"
+    )
+    evaluate.add_argument("what", choices=["retrieval", "answers", "compare"])
+    evaluate.add_argument(
+        "qa_file",
+        metavar="QA.jsonl",
+        help='lines {"question", "doc", "page"}; for compare also "answer" (doc, page optional)',
+    )
     evaluate.add_argument("--collection", default=DEFAULT_COLLECTION)
     evaluate.add_argument("--k", type=_positive, default=10, help="retrieval depth")
-    evaluate.add_argument("--model", help="the model for `eval answers`")
-    evaluate.add_argument("--details", action="store_true", help="per-question results (answers)")
+    evaluate.add_argument(
+        "--model", help="the model for `eval answers`, and the one writing `--generate` questions"
+    )
+    evaluate.add_argument(
+        "--models",
+        help="compare: models from `localllm models`, comma-separated (A,B; default: the default)",
+    )
+    evaluate.add_argument(
+        "--generate",
+        type=_positive,
+        metavar="N",
+        help="compare: first write N questions with answers from the collection to QA.jsonl",
+    )
+    evaluate.add_argument("--max-tokens", type=int, help="compare: longest answer, in tokens")
+    evaluate.add_argument(
+        "--details", action="store_true", help="per-question results (answers, compare)"
+    )
     evaluate.add_argument("--json", action="store_true", help="one JSON object on stdout")
     evaluate.set_defaults(func=cmd_eval)

@@ -29,6 +29,7 @@ class QAItem:
     doc: str | None
     page: int | None
     answer_start: str | None = None
+    answer: str | None = None  # the reference answer (`eval compare` scores answers against it)
 
 
 @dataclass
@@ -146,13 +147,18 @@ def score_retrieval(
     )
 
 
-def _item(row: Any) -> QAItem:
+def _item(row: Any, *, need_answer: bool = False) -> QAItem:
     """One parsed JSON line as a QAItem; raises ValueError saying what is wrong with it."""
     if not isinstance(row, dict):
         raise ValueError("not a JSON object")
     question = row.get("question")
     if not isinstance(question, str) or not question.strip():
         raise ValueError("missing or empty 'question'")
+    answer = row.get("answer")
+    if answer is not None and not isinstance(answer, str):
+        raise ValueError("'answer' must be a string or null")
+    if need_answer and not (answer or "").strip():
+        raise ValueError("missing or empty 'answer' (the reference answer to score against)")
     doc = row.get("doc")
     page = row.get("page")
     answer_start = row.get("answer_start")
@@ -167,11 +173,12 @@ def _item(row: Any) -> QAItem:
         raise ValueError(f"'page' must be a positive integer, not {page!r}")
     if answer_start is not None and not isinstance(answer_start, str):
         raise ValueError("'answer_start' must be a string or null")
-    return QAItem(question=question, doc=doc, page=page, answer_start=answer_start)
+    return QAItem(question=question, doc=doc, page=page, answer_start=answer_start, answer=answer)
 
 
-def load_qa(path: Path) -> list[QAItem]:
-    """Read a JSONL eval set (blank lines skipped); a bad line raises EvalDataError naming it."""
+def load_qa(path: Path, *, need_answer: bool = False) -> list[QAItem]:
+    """Read a JSONL eval set (blank lines skipped); a bad line raises EvalDataError naming it.
+    With `need_answer`, every line must hold a reference "answer"."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -187,7 +194,7 @@ def load_qa(path: Path) -> list[QAItem]:
         except json.JSONDecodeError as e:
             raise EvalDataError(f"{path}, line {lineno}: invalid JSON ({e.msg})") from e
         try:
-            items.append(_item(row))
+            items.append(_item(row, need_answer=need_answer))
         except ValueError as e:
             raise EvalDataError(f"{path}, line {lineno}: {e}") from e
     return items

@@ -9,8 +9,9 @@ from dataclasses import asdict, dataclass
 from localllm.eval.metrics import QAItem, RetrievalScores, percentile, score_retrieval
 from localllm.index.retrieve import Mode, Retriever
 from localllm.llm.base import ChatModel, GenerationParams
-from localllm.rag.answer import GroundedChat, is_decline
+from localllm.rag.answer import GroundedAnswer, GroundedChat, is_decline
 from localllm.rag.attribute import echoed, marks_of
+from localllm.rag.prompt import Source
 
 Progress = Callable[[int, int], None]
 
@@ -62,6 +63,16 @@ class AnswerScores:
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
 
 
+def holds_page(source: Source, item: QAItem) -> bool:
+    """Whether `source` is from the line's gold document and holds its gold page."""
+    return source.file == item.doc and item.page in source.pages
+
+
+def cites_gold_page(answer: GroundedAnswer, item: QAItem) -> bool:
+    """A citation the user sees points to a source holding the gold page (`cited_has_page`)."""
+    return any(holds_page(s, item) for s in answer.cited)
+
+
 def _share(flags: Sequence[bool]) -> float:
     return sum(flags) / len(flags) if flags else 0.0
 
@@ -87,19 +98,13 @@ def evaluate_answers(
         seconds.append(time.perf_counter() - started)
         refused = answer.declined or is_decline(answer.text)
         if item.doc and item.page:
-
-            def holds(
-                pages: list[int], file: str, doc: str = item.doc, page: int = item.page
-            ) -> bool:
-                return file == doc and page in pages
-
-            has_page.append(any(holds(s.pages, s.file) for s in answer.sources))
+            has_page.append(any(holds_page(s, item) for s in answer.sources))
             cited = answer.cited
-            cites_page.append(any(holds(s.pages, s.file) for s in cited))
+            cites_page.append(cites_gold_page(answer, item))
             if cited:
-                precision.append(sum(holds(s.pages, s.file) for s in cited) / len(cited))
+                precision.append(sum(holds_page(s, item) for s in cited) / len(cited))
             marked = set(marks_of(answer.model_text))
-            model_cites.append(any(holds(s.pages, s.file) for s in answer.sources if s.n in marked))
+            model_cites.append(any(holds_page(s, item) for s in answer.sources if s.n in marked))
             claims = answer.attribution.claims
             supported += [c.supported for c in claims]
             echoes.append(

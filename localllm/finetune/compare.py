@@ -19,7 +19,12 @@ from localllm.llm.base import Message
 
 def held_out_prompts(config: TrainConfig, count: int) -> list[Example]:
     """The first `count` chat examples of the validation split (training ones if it is empty)."""
-    loaded = load_jsonl(config.data)
+    if config.method == "dpo":  # preference pairs: the question and the chosen answer
+        from localllm.finetune.preferences import load_pairs
+
+        loaded = load_pairs(config.data).as_dataset()
+    else:
+        loaded = load_jsonl(config.data)
     train, validation = split(loaded.examples, float(config.validation_fraction), int(config.seed))
     pool = [e for e in validation or train if e.messages and e.messages[-1]["role"] == "assistant"]
     return pool[:count]

@@ -221,15 +221,15 @@ def parse_pair(reply: str, passage: str | None = None) -> tuple[str, str]:
         raise RejectedReply("the model copied the prompt's example")
     if len(answer.split()) < MIN_ANSWER_WORDS:
         raise RejectedReply(f"the answer is shorter than {MIN_ANSWER_WORDS} words")
-    if _words(answer, 1) <= _words(question, 1) | FILLER:
+    if content_words(answer, 1) <= content_words(question, 1) | FILLER:
         raise RejectedReply("the answer repeats the question")
-    said = _words(answer)
-    if passage is not None and len(said & _words(passage)) < MIN_GROUNDING * len(said):
+    said = content_words(answer)
+    if passage is not None and len(said & content_words(passage)) < MIN_GROUNDING * len(said):
         raise RejectedReply("the answer is mostly not from the passage")
     return question, answer
 
 
-def _words(text: str, shortest: int = 4) -> set[str]:
+def content_words(text: str, shortest: int = 4) -> set[str]:
     return {w.lower() for w in _WORD.findall(text) if len(w) >= shortest}
 
 

@@ -25,7 +25,8 @@ from localllm.files import ensure_dir
 from localllm.finetune.base_model import MARKER as BASE_MARKER
 from localllm.finetune.data import LoadedDataset, load_jsonl, write_jsonl
 from localllm.finetune.estimate import token_stats
-from localllm.finetune.names import adapter_file_name
+from localllm.finetune.names import ADAPTER_SUFFIX, clean_name, named_adapter_file
+from localllm.finetune.preferences import PAIRS_FILE, load_pairs, write_pairs
 from localllm.finetune.run_files import (
     ACTIVE_STATES,
     read_json,
@@ -51,6 +52,7 @@ class RunInfo:
     id: str
     path: str
     state: str  # starting | evaluating | running | exporting | done | failed | cancelled
+    name: str = ""  # what the user called the run ("" when unnamed)
     step: int = 0
     max_steps: int | None = None
     error: str | None = None
@@ -82,6 +84,11 @@ class RunInfo:
             Path(self.path, "checkpoints").glob("checkpoint-*")
         )
 
+    @property
+    def label(self) -> str:
+        """How a person knows the run: its name, else its id."""
+        return self.name or self.id
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -104,6 +111,7 @@ def create_run(
     base: str | None = None,
     method: str = "lora",
     export_over: str | None = None,
+    name: str | None = None,
     **hyper: Any,
 ) -> tuple[str, LoadedDataset]:
     """A new run folder for `data` on `base` (a chat model's name; default: the default model).
@@ -113,7 +121,8 @@ def create_run(
     default: the default model) so the chat can use it.
 
     The dataset is validated first (DatasetError if nothing usable is left) and copied into the run
-    in its normalised form; the lines it dropped are reported with the run."""
+    in its normalised form; the lines it dropped are reported with the run. A `name` is kept in
+    config.json and names the exported files (names.named_adapter_file)."""
     missing = [m for m in TRAINING_MODULES if importlib.util.find_spec(m) is None]
     if missing:
         raise RunError(
@@ -126,7 +135,9 @@ def create_run(
         raise RunError(f"{info.name} is a LoRA adapter; pick the model it was trained on")
     if hf_folder is not None:
         _same_model(hf_folder, info)
-    loaded = load_jsonl(data)
+    # DPO: preference pairs (finetune.preferences), checked and counted as their chosen answers
+    pairs = load_pairs(data) if method == "dpo" else None
+    loaded = pairs.as_dataset() if pairs else load_jsonl(data)
     if not loaded.examples:
         raise DatasetError(f"{Path(data).name}: no usable examples ({loaded.summary()})")
     if hf_folder is None and not info.has_chat_template and any(e.is_chat for e in loaded.examples):
@@ -143,18 +154,18 @@ def create_run(
     while (runs_dir(settings) / run_id).exists():
         run_id, n = f"{stamp}-{method}-{n}", n + 1
     folder = runs_dir(settings) / run_id
+    models = ensure_dir(settings.models_dir)
+    adapter = named_adapter_file(info.name, run_id, name, _taken_adapter_names(settings))
     config = check_config(
         {
             **chosen.model_dump(),
             "base_gguf": info.path,
             "base_name": hf_folder.name if hf_folder else info.name,
             "base_hf": str(hf_folder.resolve()) if hf_folder else None,
-            "data": str((folder / "data.jsonl").resolve()),
+            "data": str((folder / (PAIRS_FILE if pairs else "data.jsonl")).resolve()),
             "data_name": Path(data).name,
             "hf_cache": str((runs_dir(settings) / ".hf-base").resolve()),
-            "adapter_gguf": str(
-                (ensure_dir(settings.models_dir) / adapter_file_name(info.name, run_id)).resolve()
-            ),
+            "adapter_gguf": str((models / adapter).resolve()),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
     )
@@ -163,8 +174,11 @@ def create_run(
     mean_tokens, truncated = token_stats(info.path, loaded.examples, config.max_length)
     folder.mkdir(parents=True)
     try:
-        write_jsonl(loaded.examples, folder / "data.jsonl")
-        write_json(folder / "config.json", config.model_dump())
+        if pairs:
+            write_pairs(pairs.pairs, folder / PAIRS_FILE)
+        else:
+            write_jsonl(loaded.examples, folder / "data.jsonl")
+        write_json(folder / "config.json", {**config.model_dump(), "name": clean_name(name)})
         write_json(
             folder / "status.json",
             {
@@ -181,6 +195,16 @@ def create_run(
         shutil.rmtree(folder, ignore_errors=True)
         raise
     return run_id, loaded
+
+
+def _taken_adapter_names(settings: Settings) -> set[str]:
+    """Adapter file names in use: in the models folder, or planned by a run not yet exported."""
+    taken = {p.name for p in ensure_dir(settings.models_dir).glob(f"*{ADAPTER_SUFFIX}")}
+    for config in runs_dir(settings).glob("*/config.json"):
+        planned = read_json(config).get("adapter_gguf")
+        if isinstance(planned, str):
+            taken.add(Path(planned).name)
+    return taken
 
 
 def _same_model(folder: Path, gguf: ModelInfo) -> None:
@@ -289,6 +313,7 @@ def run_info(settings: Settings, run_id: str) -> RunInfo:
         id=run_id,
         path=str(folder),
         state=state,
+        name=str(config.get("name") or ""),
         step=int(status.get("step") or 0),
         max_steps=status.get("max_steps"),
         error=error,

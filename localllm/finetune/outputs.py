@@ -10,7 +10,7 @@ from localllm.config import Settings
 from localllm.errors import LocalLLMError
 from localllm.files import ensure_dir
 from localllm.finetune import jobs
-from localllm.finetune.names import adapter_file_name, merged_file_name
+from localllm.finetune.names import adapter_file_name, merged_beside
 
 
 def export_run(
@@ -31,14 +31,17 @@ def export_run(
         raise LocalLLMError(f"run {info.id} has no trained adapter yet (state: {info.state})")
     base_gguf = str(info.config["base_gguf"])
     models = ensure_dir(settings.models_dir)
-    lora = Path(info.adapter_gguf or models / adapter_file_name(base_gguf, info.id))
+    # the file name chosen when the run was made (its name, or its id), in today's models folder
+    planned = info.config.get("adapter_gguf") or adapter_file_name(base_gguf, info.id)
+    target = models / Path(str(planned)).name
+    lora = Path(info.adapter_gguf or target)
     if not lora.is_file() or not quant:
-        lora = export_lora_gguf(adapter, base_gguf, models / adapter_file_name(base_gguf, info.id))
+        lora = export_lora_gguf(adapter, base_gguf, target)
     result: dict[str, Any] = {"run": info.id, "adapter_gguf": str(lora)}
     if quant:
         from localllm.finetune.merge import merge_lora_gguf
 
-        out = lora.with_name(merged_file_name(base_gguf, info.id, quant))
+        out = lora.with_name(merged_beside(lora, quant))
         merged = merge_lora_gguf(Path(base_gguf), lora, out, quant=quant.upper(), progress=progress)
         result["merged_gguf"] = str(merged)
         result["quant"] = quant.upper()

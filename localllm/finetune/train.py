@@ -1,11 +1,13 @@
 """The training process: `python -m localllm.finetune.train RUN_DIR [--resume]`, or `train(run_dir)`.
 
 RUN_DIR/config.json says what to do (keys and defaults in finetune.run_files): the base GGUF, the
-JSONL data, "lora" or "qlora" (4-bit NF4 base through bitsandbytes) and the hyper-parameters; with
-"adapter_gguf" the adapter is also written there as a GGUF LoRA, and "samples" validation prompts are
-answered by the base and the tuned model side by side. status.json moves through starting ->
-preparing -> evaluating -> running -> evaluating -> exporting -> done (or failed / cancelled), with the
-validation loss before and after and the general perplexity (forgetting.py) before and after.
+JSONL data, "lora", "qlora" (4-bit NF4 base through bitsandbytes) or "dpo" (LoRA on preference
+pairs, finetune.dpo) and the hyper-parameters; with "adapter_gguf" the adapter is also written
+there as a GGUF LoRA, and "samples" validation prompts are answered by the base and the tuned model
+side by side. status.json moves through starting -> preparing -> evaluating -> running ->
+evaluating -> exporting -> done (or failed / cancelled), with the validation loss before and after
+and the general perplexity (forgetting.py) before and after; a DPO run also keeps the held-out
+preference accuracy and reward margin at its end.
 
 Chat examples are rendered with the base GGUF's own chat template (finetune.data), so the model is
 trained on exactly the text llama.cpp prompts it with; the loss is on the assistant's answer only.
@@ -122,7 +124,12 @@ def _train(run_dir: Path, config: TrainConfig, resume: bool) -> None:
     torch.set_num_threads(threads)
     update_status(run_dir, threads=threads, bf16=use_bf16(config.bf16, torch))
     update_status(run_dir, state="preparing")
-    train_rows, validation_rows = build_dataset(config)
+    if config.method == "dpo":
+        from localllm.finetune.dpo import dpo_rows
+
+        train_rows, validation_rows = dpo_rows(config)
+    else:
+        train_rows, validation_rows = build_dataset(config)
     update_status(run_dir, train_rows=len(train_rows))
     if config.base_hf:
         base_dir = Path(config.base_hf)
@@ -135,15 +142,23 @@ def _train(run_dir: Path, config: TrainConfig, resume: bool) -> None:
     checkpoints = run_dir / "checkpoints"
     last = get_last_checkpoint(str(checkpoints)) if resume and checkpoints.is_dir() else None
     _keep_metrics_until(run_dir, _checkpoint_step(last) if last else 0)
-    trainer = SFTTrainer(
-        model=model,
-        args=_arguments(config, checkpoints, bool(validation_rows), torch),
-        train_dataset=Dataset.from_list(train_rows),
-        eval_dataset=Dataset.from_list(validation_rows) if validation_rows else None,
-        processing_class=tokenizer,
-        peft_config=_lora(config),
-        callbacks=[progress_callback(run_dir), learnt_callback(run_dir, config.stop_loss)],
-    )
+    callbacks = [progress_callback(run_dir), learnt_callback(run_dir, config.stop_loss)]
+    common = _common_arguments(config, checkpoints, bool(validation_rows), torch)
+    if config.method == "dpo":
+        from localllm.finetune.dpo import dpo_trainer
+
+        rows = (train_rows, validation_rows)
+        trainer = dpo_trainer(config, model, tokenizer, rows, common, callbacks, _lora(config))
+    else:
+        trainer = SFTTrainer(
+            model=model,
+            args=_sft_arguments(config, common),
+            train_dataset=Dataset.from_list(train_rows),
+            eval_dataset=Dataset.from_list(validation_rows) if validation_rows else None,
+            processing_class=tokenizer,
+            peft_config=_lora(config),
+            callbacks=callbacks,
+        )
     if validation_rows and "eval_loss_before" not in read_status(run_dir):
         update_status(run_dir, state="evaluating")
         before = float(trainer.evaluate()["eval_loss"])
@@ -169,6 +184,10 @@ def _train(run_dir: Path, config: TrainConfig, resume: bool) -> None:
             update_status(run_dir, state="evaluating")
             after = float(trainer.evaluate()["eval_loss"])
         update_status(run_dir, eval_loss_after=after, perplexity_after=_ppl(after))
+        if config.method == "dpo":
+            from localllm.finetune.dpo import reward_summary
+
+            update_status(run_dir, **reward_summary(trainer.state.log_history))
     del trainer, model
     _finish(run_dir, config)
 
@@ -234,12 +253,39 @@ def _lora(config: TrainConfig) -> Any:
     )
 
 
-def _arguments(config: TrainConfig, output: Path, evaluate: bool, torch: Any) -> Any:
-    from trl import SFTConfig
-
+def _common_arguments(
+    config: TrainConfig, output: Path, evaluate: bool, torch: Any
+) -> dict[str, Any]:
+    """The TrainingArguments every method shares (SFT here, DPO in finetune.dpo)."""
     steps = int(config.max_steps or 0)
     save_steps = max(1, int(config.save_steps))
-    gpu = torch.cuda.is_available()
+    return {
+        "output_dir": str(output),
+        "max_steps": steps if steps > 0 else -1,
+        "num_train_epochs": float(config.epochs or 1),
+        "per_device_train_batch_size": int(config.batch_size),
+        "per_device_eval_batch_size": int(config.batch_size),
+        "learning_rate": float(config.learning_rate),
+        "lr_scheduler_type": "linear",
+        "warmup_steps": 0,
+        "logging_steps": int(config.logging_steps),
+        "save_strategy": "steps",
+        "save_steps": save_steps,
+        "save_total_limit": 2,
+        "eval_strategy": "steps" if evaluate else "no",
+        "eval_steps": save_steps if evaluate else None,
+        "report_to": [],
+        "seed": int(config.seed),
+        "use_cpu": not torch.cuda.is_available(),
+        "bf16": use_bf16(config.bf16, torch),
+        "dataloader_num_workers": 0,
+        "disable_tqdm": True,
+    }
+
+
+def _sft_arguments(config: TrainConfig, common: dict[str, Any]) -> Any:
+    from trl import SFTConfig
+
     # activation checkpointing trades compute for memory: LoRA skips it (speed), QLoRA is chosen
     # to save memory and its activations outweigh a small model's weights, so it checkpoints (the
     # QLoRA recipe, and PEFT's default for k-bit training)
@@ -249,27 +295,8 @@ def _arguments(config: TrainConfig, output: Path, evaluate: bool, torch: Any) ->
         else "gradient_checkpointing"
     )
     return SFTConfig(
-        output_dir=str(output),
-        max_steps=steps if steps > 0 else -1,
-        num_train_epochs=float(config.epochs or 1),
-        per_device_train_batch_size=int(config.batch_size),
-        per_device_eval_batch_size=int(config.batch_size),
-        learning_rate=float(config.learning_rate),
-        lr_scheduler_type="linear",
-        warmup_steps=0,
-        logging_steps=int(config.logging_steps),
-        save_strategy="steps",
-        save_steps=save_steps,
-        save_total_limit=2,
-        eval_strategy="steps" if evaluate else "no",
-        eval_steps=save_steps if evaluate else None,
-        report_to=[],
+        **common,
         max_length=int(config.max_length),
-        seed=int(config.seed),
-        use_cpu=not gpu,
-        bf16=use_bf16(config.bf16, torch),
-        dataloader_num_workers=0,
-        disable_tqdm=True,
         **{checkpointing: config.method == "qlora"},
     )
 

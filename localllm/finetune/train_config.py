@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from localllm.errors import LocalLLMError
 from localllm.finetune.hardware import BF16_CHOICES, bf16_choice
 
-METHODS = ("qlora", "lora")
+METHODS = ("qlora", "lora", "dpo")  # dpo: LoRA trained on preference pairs (finetune.dpo)
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -26,7 +26,7 @@ class Hyper(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    method: Literal["qlora", "lora"] = "lora"
+    method: Literal["qlora", "lora", "dpo"] = "lora"
     rank: int = Field(16, gt=0)
     alpha: float = Field(32, gt=0)
     target_modules: list[str] = Field(default_factory=lambda: list(ALL_LINEAR), min_length=1)
@@ -50,6 +50,8 @@ class Hyper(BaseModel):
     # Training ends at an evaluation (every save_steps) whose held-out loss is below this: the
     # examples are learnt, and more steps would only make the model forget. 0: train to the end.
     stop_loss: float = Field(0.01, ge=0)
+    # DPO: how far the tuned model may move from the base (higher: less); TRL's default
+    beta: float = Field(0.1, gt=0)
 
     @field_validator("bf16", mode="before")
     @classmethod
@@ -90,6 +92,11 @@ class TrainConfig(Hyper):
 
 
 DEFAULTS: dict[str, Any] = Hyper().model_dump()
+# What DPO uses where the user gave nothing; rehearsal is for supervised runs only. Measured on the
+# bundled 135M model (10 code-word pairs, batch 4): at 5e-5 the held-out loss fell 0.693 -> 0.025 in
+# 20 steps, general perplexity 12.32 -> 12.38; at 5e-4 (batch 2) it was learnt by step 3, but by step
+# 10 perplexity was 12.63, a general question was lost, and "I don't know" lost out on every question.
+DPO_DEFAULTS: dict[str, Any] = {"learning_rate": 5e-5, "max_steps": 40, "rehearsal": 0}
 
 
 def explain(error: ValidationError) -> str:
@@ -103,7 +110,8 @@ def explain(error: ValidationError) -> str:
         elif e["type"] == "extra_forbidden":
             reasons.append(f"unknown setting {where!r}")
         elif where == "method":
-            reasons.append(f"method {value!r} is not supported (choose {' or '.join(METHODS)})")
+            choices = f"{', '.join(METHODS[:-1])} or {METHODS[-1]}"
+            reasons.append(f"method {value!r} is not supported (choose {choices})")
         elif where == "bf16":
             reasons.append(f"bf16 must be one of {', '.join(BF16_CHOICES)}, not {value!r}")
         elif e["type"] in ("greater_than", "int_parsing", "float_parsing", "int_from_float"):
@@ -116,8 +124,11 @@ def explain(error: ValidationError) -> str:
 
 def check_hyper(given: dict[str, Any]) -> Hyper:
     """The user's settings over the defaults, or a TrainConfigError saying which is wrong."""
+    chosen = {k: v for k, v in given.items() if v is not None}
+    if chosen.get("method") == "dpo":
+        chosen = {**DPO_DEFAULTS, **chosen}
     try:
-        return Hyper.model_validate({k: v for k, v in given.items() if v is not None})
+        return Hyper.model_validate(chosen)
     except ValidationError as e:
         raise TrainConfigError(explain(e)) from e
 

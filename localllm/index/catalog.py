@@ -21,7 +21,8 @@ CREATE TABLE IF NOT EXISTS collections (
     name TEXT PRIMARY KEY,
     chroma_name TEXT NOT NULL UNIQUE,
     scrub_pii INTEGER NOT NULL DEFAULT 0,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    embedder TEXT
 );
 CREATE TABLE IF NOT EXISTS documents (
     collection TEXT NOT NULL REFERENCES collections(name) ON DELETE CASCADE,
@@ -45,6 +46,7 @@ class CollectionInfo:
     chroma_name: str
     scrub_pii: bool
     created: float
+    embedder: str | None = None  # the model folder, relative to the store; None: the app's own
 
 
 @dataclass
@@ -85,6 +87,9 @@ class Catalog:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(collections)")}
+        if "embedder" not in columns:  # a catalog from before adapted embedders
+            self._db.execute("ALTER TABLE collections ADD COLUMN embedder TEXT")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -102,9 +107,9 @@ class Catalog:
     # collections
     def collections(self) -> list[CollectionInfo]:
         rows = self._db.execute(
-            "SELECT name, chroma_name, scrub_pii, created FROM collections ORDER BY name"
+            "SELECT name, chroma_name, scrub_pii, created, embedder FROM collections ORDER BY name"
         ).fetchall()
-        return [CollectionInfo(r[0], r[1], bool(r[2]), r[3]) for r in rows]
+        return [CollectionInfo(r[0], r[1], bool(r[2]), r[3], r[4]) for r in rows]
 
     def collection(self, name: str) -> CollectionInfo | None:
         return next((c for c in self.collections() if c.name == name), None)
@@ -120,6 +125,13 @@ class Catalog:
     def set_scrub(self, name: str, scrub_pii: bool) -> None:
         self._db.execute(
             "UPDATE collections SET scrub_pii = ? WHERE name = ?", (int(scrub_pii), name)
+        )
+
+    def set_vectors(self, name: str, chroma_name: str, embedder: str | None) -> None:
+        """Point the collection at other vectors and the model that embedded them."""
+        self._db.execute(
+            "UPDATE collections SET chroma_name = ?, embedder = ? WHERE name = ?",
+            (chroma_name, embedder, name),
         )
 
     def remove_collection(self, name: str) -> None:

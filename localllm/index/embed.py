@@ -17,12 +17,15 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from localllm.cpu import available_cores
 from localllm.errors import LocalLLMError
+
+if TYPE_CHECKING:
+    from localllm.index.store import DocumentStore
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +150,28 @@ class Embedder:
         self._encoder: _Encoder | None = None
         self._backend_name: str | None = None
         self._counter: Any = None
+        self._others: dict[Path, Embedder] = {}
+
+    def for_model(self, model_path: Path | None) -> Embedder:
+        """The embedder of another model folder (None: this one), with this one's backend, cache
+        and threads; made once and closed with this one."""
+        if model_path is None:
+            return self
+        path = Path(model_path).expanduser().resolve()
+        if path == self.model_path.resolve():
+            return self
+        with self._lock:
+            if path not in self._others:
+                self._others[path] = Embedder(
+                    path, backend=self.backend, cache_dir=self.cache_dir, threads=self.threads
+                )
+            return self._others[path]
+
+    def for_collection(self, store: DocumentStore, collection: str) -> Embedder:
+        """The embedder `collection` was embedded with: this one, or the model adapted to it
+        (index/adapt.py); its queries and new documents must use the same."""
+        model = store.collection(collection).embedder
+        return self.for_model(store.folder / model if model else None)
 
     @staticmethod
     def _check_folder(model_path: Path | None) -> Path:
@@ -306,3 +331,6 @@ class Embedder:
             self._encoder = None
             self._backend_name = None
             self._counter = None
+            others, self._others = list(self._others.values()), {}
+        for other in others:
+            other.close()

@@ -219,7 +219,7 @@ class Ingestor:
         timings["chunk"], clock = time.perf_counter() - clock, time.perf_counter()
         report_stage("embed", 0.5)
         try:
-            vectors = self.embedder.embed(
+            vectors = self.embedder.for_collection(self.store, collection).embed(
                 [search_text(c.text, c.section) for c in chunks],
                 on_progress=lambda done, total: report_stage(
                     "embed", 0.5 + 0.45 * done / max(1, total)

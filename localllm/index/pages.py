@@ -7,7 +7,7 @@ image by the render scale alone.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import pypdfium2 as pdfium
@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw
 from localllm.documents.model import BBox, DocumentError
 from localllm.documents.pdf import PDFIUM, open_pdf
 from localllm.errors import LocalLLMError
+from localllm.index.catalog import DocumentRecord
 
 PAD = 2.0  # points around a box, so the highlight doesn't clip the ascenders
 FILL = (255, 214, 0, 96)  # translucent yellow
@@ -46,18 +47,51 @@ def render_page(
 def printed_label(pdf_path: Path, page: int) -> str | None:
     """The number printed on page `page` (1-based) by the PDF's own page labels ("38", "iv"), where
     it differs from the page's place in the file; None otherwise or when it can't be read."""
+    return printed_labels(pdf_path, [page]).get(page)
+
+
+def printed_labels(pdf_path: Path, pages: Iterable[int]) -> dict[int, str]:
+    """The number printed on each of `pages` (1-based) by the PDF's own page labels, for those
+    where it differs from the page's place in the file; {} for a file without labels or that
+    can't be read (the pages still show, by their place)."""
+    wanted = sorted(set(pages))
+    if not wanted:
+        return {}
     with PDFIUM:
         try:
             pdf = _open(Path(pdf_path))
         except PageRenderError:
-            return None
+            return {}
         try:
-            label = (pdf.get_page_label(page - 1) or "").strip() if 0 < page <= len(pdf) else ""
-        except Exception:  # a damaged label tree: the page still shows, unlabelled
-            label = ""
+            labels = {page: _label(pdf, page) for page in wanted if 0 < page <= len(pdf)}
         finally:
             pdf.close()
-    return label if label and label != str(page) else None
+    return {page: label for page, label in labels.items() if label and label != str(page)}
+
+
+def printed_pages(
+    records: Iterable[DocumentRecord], pages_of: Mapping[str, Iterable[int]]
+) -> dict[str, dict[int, str]]:
+    """For each stored PDF among `records` whose doc_id is in `pages_of`: the printed numbers of
+    those pages that have their own (printed_labels), by doc_id; read from the stored file, so a
+    document indexed before page labels were read gets them too."""
+    found: dict[str, dict[int, str]] = {}
+    for record in records:
+        path = Path(record.source)
+        if (
+            record.doc_id in pages_of
+            and record.doc_id not in found
+            and path.suffix.lower() == ".pdf"
+        ):
+            found[record.doc_id] = printed_labels(path, pages_of[record.doc_id])
+    return {doc_id: labels for doc_id, labels in found.items() if labels}
+
+
+def _label(pdf: pdfium.PdfDocument, page: int) -> str:
+    try:
+        return (pdf.get_page_label(page - 1) or "").strip()
+    except Exception:  # a damaged label tree: the page still shows, unlabelled
+        return ""
 
 
 def highlight(image: Image.Image, boxes: Sequence[BBox], scale: float) -> Image.Image:

@@ -124,7 +124,7 @@ class Retriever:
         vector: list[tuple[str, float]] = []
         if mode != "lexical":
             t = time.perf_counter()
-            embedding = self.embedder.embed_query(query)
+            embedding = self.embedder.for_collection(self.store, collection).embed_query(query)
             timings["embed"] = time.perf_counter() - t
             t = time.perf_counter()
             vector = self.store.nearest(collection, embedding, n, doc_ids=doc_ids)
@@ -154,7 +154,7 @@ class Retriever:
         hits = [
             SearchHit(chunks[i], scores[i], similarity.get(i), bm25.get(i))
             for i in keep
-            if i in chunks and (navigation or not is_navigation(chunks[i].text))
+            if i in chunks and (navigation or not is_navigation(chunks[i].text, chunks[i].section))
         ][:wanted]
         if reranking and self.reranker is not None:
             t = time.perf_counter()

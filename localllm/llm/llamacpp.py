@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from localllm.errors import ModelBusyError, ModelLoadError
+import numpy as np
+
+from localllm.errors import ModelBusyError, ModelLoadError, PromptTooLongError
 from localllm.llm.base import GenerationParams, GenerationStats, Message
 from localllm.llm.context import answer_budget, fit_to_context, refuse_oversized
 from localllm.llm.threads import apply_openmp_wait_policy, default_batch_threads, default_threads
@@ -292,6 +294,51 @@ class LlamaCppChatModel:
         finally:
             self._lock.release()
         return seen
+
+    def reply_logprobs(self, messages: Sequence[Message], reply: str) -> list[float]:
+        """The log-probability of each token of `reply` as the model's answer to `messages` (the
+        prompt's cached prefix is reused; the reply is scored in one pass per batch). Raises
+        PromptTooLongError when the two do not fit the context window."""
+        prompt, _ = self._render(messages)
+        llama = self.llama
+        target = llama.tokenize(reply.encode("utf-8", "replace"), add_bos=False, special=False)
+        if not target:
+            return []
+        if len(prompt) + len(target) > self.context_length:
+            raise PromptTooLongError(
+                f"the question and its reference answer take {len(prompt) + len(target)} tokens, "
+                f"more than the {self.context_length} of {self.name}'s context window"
+            )
+        # Row i of a batch's logits predicts the token after position i: the last prompt token
+        # predicts the reply's first, and so on.
+        fed = [prompt[-1], *target[:-1]]
+        if not self._lock.acquire(timeout=self.wait_seconds):
+            raise self._busy()
+        try:
+            cached = llama.input_ids[: llama.n_tokens].tolist()
+            reuse, most = 0, min(len(cached), len(prompt) - 1)
+            while reuse < most and cached[reuse] == prompt[reuse]:
+                reuse += 1
+            llama.n_tokens = reuse
+            llama.eval(prompt[llama.n_tokens : -1])
+            logprobs: list[float] = []
+            for start in range(0, len(fed), llama.n_batch):
+                part = fed[start : start + llama.n_batch]
+                past = llama.n_tokens
+                llama._batch.set_batch(batch=part, n_past=past, logits_all=True)
+                llama._ctx.decode(llama._batch)
+                llama.input_ids[past : past + len(part)] = part
+                llama.n_tokens += len(part)
+                logits = np.ctypeslib.as_array(
+                    llama._ctx.get_logits(), shape=(len(part), llama.n_vocab())
+                ).astype(np.float64)
+                top = logits.max(axis=1)
+                norm = top + np.log(np.exp(logits - top[:, None]).sum(axis=1))
+                chosen = logits[np.arange(len(part)), target[start : start + len(part)]]
+                logprobs.extend((chosen - norm).tolist())
+            return logprobs
+        finally:
+            self._lock.release()
 
     def describe(self) -> str:
         parts = [

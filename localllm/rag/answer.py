@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from localllm.documents.chunk import search_text
+from localllm.index.catalog import DocumentRecord
 from localllm.index.lexical import QUESTION_WORDS, term_coverage, tokenize
+from localllm.index.pages import printed_pages
 from localllm.index.retrieve import Retriever, SearchHit, SearchResult
 from localllm.llm.base import ChatModel, GenerationParams, GenerationStats, Message
 from localllm.rag.attribute import (
@@ -106,6 +108,17 @@ def as_source(n: int, hit: SearchHit) -> Source:
         doc_id=c.doc_id,
         boxes=list(c.boxes),
     )
+
+
+def with_printed_pages(sources: Sequence[Source], records: Sequence[DocumentRecord]) -> None:
+    """Each source's pages given the numbers printed on them, where the PDF's labels differ."""
+    pages_of: dict[str, set[int]] = {}
+    for s in sources:
+        pages_of.setdefault(s.doc_id, set()).update(s.pages)
+    printed = printed_pages(records, pages_of)
+    for s in sources:
+        labels = printed.get(s.doc_id, {})
+        s.printed = {page: labels[page] for page in s.pages if page in labels}
 
 
 @dataclass
@@ -272,6 +285,27 @@ class GroundedChat:
         texts = [search_text(h.chunk.text, h.chunk.section) for h in found.hits]
         return term_coverage(query, texts) < MIN_TERM_COVERAGE
 
+    def prompt(
+        self,
+        model: ChatModel,
+        question: str,
+        sources: Sequence[Source],
+        params: GenerationParams,
+        history: Sequence[Turn] = (),
+    ) -> tuple[list[Message], list[Source], int]:
+        """The messages sent for `question` with these `sources`, fitted to the model's window:
+        (messages, the sources kept, earlier turns dropped); also what grounded training learns."""
+        return build_messages(
+            question,
+            sources,
+            history,
+            model.prompt_tokens,
+            model.answer_budget(params),
+            self.rules,
+            self.labels,
+            self.order,
+        )
+
     def prepare(
         self,
         model: ChatModel,
@@ -287,18 +321,12 @@ class GroundedChat:
         found = self.retriever.search(query, collection, k=self.sources, documents=documents)
         timings = {"search": time.perf_counter() - t}
         sources = [as_source(n, hit) for n, hit in enumerate(found.hits, start=1)]
+        with_printed_pages(sources, self.retriever.store.documents(collection))
         unknown = self.unknown(query, collection) if sources else []
         declined = not sources or bool(unknown) or self._too_far(query, found)
         t = time.perf_counter()
-        messages, kept, dropped = build_messages(
-            question,
-            [] if declined else sources,
-            history,
-            model.prompt_tokens,
-            model.answer_budget(params),
-            self.rules,
-            self.labels,
-            self.order,
+        messages, kept, dropped = self.prompt(
+            model, question, [] if declined else sources, params, history
         )
         timings["prompt"] = time.perf_counter() - t
         return GroundedAnswer(

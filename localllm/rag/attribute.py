@@ -23,11 +23,12 @@ from localllm.rag.prompt import Source, citation_marks
 
 Embed = Callable[[list[str]], np.ndarray]  # unit vectors, one row per text
 
-SUPPORT_THRESHOLD = 0.6  # chosen on bench/answers.py (bench/README.md), as the two below
+SUPPORT_THRESHOLD = 0.5  # chosen on bench/answers.py (bench/README.md), as the two below
 QUOTE_THRESHOLD = 0.4  # how well a passage must answer the question to be quoted instead
 LEAD_THRESHOLD = 0.85  # a quote this close leads even over a supported answer (1.01: never)
 MEANING_WEIGHT = 0.4  # the rest is the words: a passage that says it, not one on the same topic
 WRONG_NUMBER = 0.25
+RANK_PRIOR = 0.03  # a quote's score given up per place its source is below the retriever's best
 SAYS_SOMETHING = 5  # content words beyond the question's that a quote needs to count in full
 MIN_WORDS = 2  # a sentence with fewer content words ("Sure!") is not a claim
 _MARK = re.compile(r"\s*\[(\d+)(?:\s*[,;]\s*\d+)*\]")
@@ -299,7 +300,10 @@ def cite_sentences(answer: str, attribution: Attribution) -> str:
 def quote_candidate(
     question: str, sources: Sequence[Source], embed: Embed | None
 ) -> tuple[float, Source, tuple[int, int], str] | None:
-    """The passage that answers `question` best: (how well, its source, its span, its text)."""
+    """The passage that answers `question` best: (how well, its source, its span, its text).
+
+    Sentences are matched by their words and meaning; the retriever ranked the whole passages on
+    more context than a sentence has, so each place down its order costs a little."""
     wanted = set(tokenize([question])[0]) - QUESTION_WORDS
     units = _units(sources, answers=True)
     if not wanted or not units:
@@ -310,12 +314,14 @@ def quote_candidate(
         meaning = np.clip(vectors[1:] @ vectors[0], 0.0, 1.0)
     scored = []
     asked = set(tokenize([question])[0])
+    rank = {s.n: i for i, s in enumerate(sorted(sources, key=lambda s: s.n))}
     for j, unit in enumerate(units):
         overlap = len(wanted & unit.words) / len(wanted)
         weight = 0.0 if embed is None else MEANING_WEIGHT
         score = (1 - weight) * overlap + weight * float(meaning[j])
         # a passage that only repeats the question (a heading, a running header) says nothing
         score *= min(1.0, len(unit.words - asked) / SAYS_SOMETHING)
+        score -= RANK_PRIOR * rank[unit.source]
         scored.append((score, -len(unit.text), j))
     score, _, j = max(scored)
     unit = units[j]

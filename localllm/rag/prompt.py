@@ -76,6 +76,7 @@ class Source:
     cut: bool = False
     cited: bool = False  # an answer sentence is attributed to it (rag.attribute)
     spans: list[tuple[int, int]] = field(default_factory=list)  # where in `text` the support is
+    printed: dict[int, str] = field(default_factory=dict)  # page -> its printed number, if other
 
     @property
     def page(self) -> int | None:
@@ -113,6 +114,7 @@ class Source:
             "boxes": [[p, list(b)] for p, b in self.boxes],
             "cut": self.cut,
             "spans": [list(span) for span in self.spans],
+            "printed": {str(page): label for page, label in self.printed.items()},
         }
 
     @classmethod
@@ -131,6 +133,7 @@ class Source:
             cut=bool(data.get("cut")),
             cited=bool(data.get("cited")),
             spans=[(int(a), int(b)) for a, b in data.get("spans") or []],  # type: ignore[attr-defined]
+            printed={int(p): str(v) for p, v in (data.get("printed") or {}).items()},  # type: ignore[attr-defined]
         )
 
 

@@ -17,6 +17,7 @@ from localllm.server.signin import SignInGate
 from localllm.server.spaces import SESSION_CAPACITY, on_spaces, prepare_space
 from localllm.services import Services
 from localllm.ui.app import THEME, build_app
+from localllm.ui.layout import CSS
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ def launch(
         "server_name": host or settings.host,
         "server_port": port or settings.port,
         "theme": THEME,
+        "css": CSS,
         "show_error": True,
         "prevent_thread_lock": True,
         "footer_links": ["api", "settings"],

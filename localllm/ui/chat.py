@@ -1,20 +1,19 @@
-"""Chat tab: plain or grounded chat with the selected local model, streamed, saved, with sources."""
+"""Chat tab: plain or grounded chat with the selected local model, streamed, saved, with sources;
+the last answer regenerated, the last question edited, the saved conversations searched."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
 
 from localllm.chat.conversations import ConversationError
-from localllm.chat.service import ChatRequest
 from localllm.chat.sources import source_page
 from localllm.errors import LocalLLMError
-from localllm.llm.manager import LoadOptions, params_from_settings
 from localllm.rag.prompt import Source
 from localllm.services import Services
+from localllm.ui.chat_actions import ChatEvents, no_page
 from localllm.ui.chat_options import build_parameters
 from localllm.ui.chat_view import (
     collection_choices,
@@ -26,6 +25,7 @@ from localllm.ui.chat_view import (
     document_choices,
     model_choices,
     model_note,
+    searched_conversations,
     source_passage,
     source_radio,
 )
@@ -47,9 +47,15 @@ def build_chat_tab(services: Services) -> ChatTab:
     message_ids = gr.State([])  # saved message id of each message shown
     sources_state = gr.State([])  # the last answer's sources, as dicts
     display = gr.State([])  # the messages shown, kept out of the API's inputs
-    with gr.Row():
-        with gr.Column(scale=1, min_width=200):
+    with gr.Row(elem_classes="chat-layout"):
+        with gr.Column(scale=1, min_width=200, elem_classes="chat-side"):
             new_chat = gr.Button("New chat", size="sm", elem_id="new-chat")
+            search = gr.Textbox(
+                placeholder="Search saved conversations",
+                show_label=False,
+                elem_id="conversation-search",
+                container=False,
+            )
             conversations = gr.Dropdown(
                 label="Saved conversations",
                 choices=conversation_choices(services),
@@ -57,7 +63,7 @@ def build_chat_tab(services: Services) -> ChatTab:
                 elem_id="conversations",
             )
             delete_chat = confirm_delete("Delete conversation", "delete-chat", size="sm")
-        with gr.Column(scale=4):
+        with gr.Column(scale=4, elem_classes="chat-main"):
             chatbot = gr.Chatbot(
                 label="Conversation",
                 height=480,
@@ -65,6 +71,7 @@ def build_chat_tab(services: Services) -> ChatTab:
                 placeholder="Ask the local model anything. Nothing leaves this machine.",
                 buttons=["copy"],
                 sanitize_html=True,
+                editable="user",  # the last question edited is answered again
             )
             catcher = citation_catcher()
             with gr.Row():
@@ -83,7 +90,7 @@ def build_chat_tab(services: Services) -> ChatTab:
                 visible=False,
                 elem_id="sources",
             )
-            with gr.Row():
+            with gr.Row(elem_classes="source-view"):
                 passage = gr.Markdown("", elem_id="source-passage")
                 page_image = gr.Image(
                     label="Page",
@@ -93,7 +100,7 @@ def build_chat_tab(services: Services) -> ChatTab:
                     elem_id="source-page",
                     buttons=["fullscreen"],
                 )
-        with gr.Column(scale=1, min_width=280):
+        with gr.Column(scale=1, min_width=300, elem_classes="chat-settings"):
             collection = gr.Dropdown(
                 label="Documents",
                 choices=collection_choices(services),
@@ -122,85 +129,7 @@ def build_chat_tab(services: Services) -> ChatTab:
             model.change(lambda name: model_note(services, name), model, note, api_name=False)
             parameters = build_parameters(settings)
 
-    def respond(
-        text: str,
-        conversation_id: str,
-        shown: list[dict[str, str]],
-        ids: list[int],
-        model_name: str | None,
-        collection_name: str | None,
-        only_documents: list[str] | None,
-        system_prompt: str,
-        temp: float,
-        nucleus: float,
-        new_tokens: float,
-        stop_lines: str,
-        ctx: float | None,
-        n_threads: float | None,
-        n_gpu: float | None,
-    ) -> Iterator[tuple[Any, ...]]:
-        if not text or not text.strip():
-            yield answering()
-            return
-        asking = [*shown, {"role": "user", "content": text}]
-        yield answering(
-            chatbot=asking, display=asking, message="", passage="", page_image=no_page()
-        )
-        options = LoadOptions(
-            int(ctx or 0), int(n_threads or 0), int(n_gpu if n_gpu is not None else -1)
-        )
-        params = params_from_settings(
-            settings,
-            temperature=float(temp),
-            top_p=float(nucleus),
-            max_tokens=int(new_tokens),
-            stop=tuple(line for line in (stop_lines or "").splitlines() if line),
-        )
-        request = ChatRequest(
-            model=model_name,
-            load=options,
-            params=params,
-            collection=collection_name or None,
-            documents=only_documents or None,
-            system_prompt=system_prompt,
-        )
-        try:
-            turn = services.chat.reply(text, request, conversation_id=conversation_id or None)
-            result = None
-            for result, _piece in turn:
-                answer = [*asking, {"role": "assistant", "content": result.text}]
-                started = not result.text
-                yield answering(
-                    chatbot=answer,
-                    display=answer,
-                    message="",
-                    conversation=result.conversation_id,
-                    sources_state=[s.to_dict() for s in result.sources],
-                    sources=source_radio(result.sources) if started else gr.skip(),
-                    status=services.models.describe_loaded() if started else gr.skip(),
-                )
-        except LocalLLMError as e:
-            yield answering(
-                chatbot=shown,
-                display=shown,
-                message=text,
-                status=services.models.describe_loaded(),
-            )
-            raise gr.Error(str(e)) from e
-        if result is not None:
-            final, saved_ids, _thumbs = display_messages(services, result.conversation_id)
-            yield answering(
-                chatbot=final,  # a plain value, as /chat answers over the API; the thumbs stay
-                display=final,
-                message="",
-                conversation=result.conversation_id,
-                message_ids=saved_ids,
-                sources_state=[s.to_dict() for s in result.sources],
-                sources=source_radio(result.sources),
-                conversations=gr.update(
-                    choices=conversation_choices(services), value=result.conversation_id
-                ),
-            )
+    events = ChatEvents(services)
 
     def shown_source(
         source: Source, collection_name: str | None, spans: list[tuple[int, int]] | None = None
@@ -267,7 +196,7 @@ def build_chat_tab(services: Services) -> ChatTab:
             no_page(),
         )
 
-    def start_new() -> tuple[Any, ...]:
+    def start_new(query: str = "") -> tuple[Any, ...]:
         return (
             gr.update(value=[], feedback_value=[]),
             [],
@@ -275,15 +204,15 @@ def build_chat_tab(services: Services) -> ChatTab:
             [],
             [],
             source_radio([]),
-            gr.update(choices=conversation_choices(services), value=None),
+            gr.update(choices=conversation_choices(services, query), value=None),
             "",
             no_page(),
         )
 
-    def delete_conversation(conversation_id: str) -> tuple[Any, ...]:
+    def delete_conversation(conversation_id: str, query: str) -> tuple[Any, ...]:
         if conversation_id:
             services.conversations.delete(conversation_id)
-        return start_new()
+        return start_new(query)
 
     inputs = [
         message,
@@ -308,9 +237,18 @@ def build_chat_tab(services: Services) -> ChatTab:
         passage,
         page_image,
     ]
-    submit = message.submit(respond, inputs, outputs, api_name="chat", concurrency_id="llm")
-    click = send.click(respond, inputs, outputs, api_name=False, concurrency_id="llm")
-    stop.click(None, None, None, cancels=[submit, click])
+    submit = message.submit(events.respond, inputs, outputs, api_name="chat", concurrency_id="llm")
+    click = send.click(events.respond, inputs, outputs, api_name=False, concurrency_id="llm")
+    again = [conversation, display, model, collection, only, *parameters.inputs]
+    retry = chatbot.retry(events.regenerate, again, outputs, api_name=False, concurrency_id="llm")
+    edit = chatbot.edit(events.edit, again, outputs, api_name=False, concurrency_id="llm")
+    answers = [submit, click, retry, edit]
+    stop.click(events.stop, None, None, api_name=False)
+    # The saved list as the search narrows it, also once an answer (or a Stop) has changed it.
+    listed = ([search, conversation], conversations)
+    search.change(lambda q, c: searched_conversations(services, q, c), *listed, api_name=False)
+    for answer in answers:
+        answer.then(lambda q, c: searched_conversations(services, q, c), *listed, api_name=False)
     # `input`, not `change`: a citation clicked chooses its source, and draws its page itself.
     sources.input(
         show_source, [sources, sources_state, collection], [passage, page_image], api_name=False
@@ -343,7 +281,7 @@ def build_chat_tab(services: Services) -> ChatTab:
             page_image,
         ],
         api_name=False,
-        cancels=[submit, click],
+        cancels=answers,
     )
     fresh = [
         chatbot,
@@ -356,39 +294,15 @@ def build_chat_tab(services: Services) -> ChatTab:
         passage,
         page_image,
     ]
-    new_chat.click(start_new, None, fresh, api_name=False, cancels=[submit, click])
+    new_chat.click(start_new, [search], fresh, api_name=False, cancels=answers)
     delete_chat.wire(
-        lambda chat_id: conversation_to_delete(services, chat_id),
+        lambda chat_id, _query: conversation_to_delete(services, chat_id),
         delete_conversation,
-        [conversation],
+        [conversation, search],
         fresh,
         api_name=False,
         disarm_on=[conversations],
-        cancels=[submit, click],
+        cancels=answers,
     )
-    chatbot.clear(start_new, None, fresh, api_name=False, cancels=[submit, click])
+    chatbot.clear(start_new, [search], fresh, api_name=False, cancels=answers)
     return ChatTab(model=model, status=status, collection=collection, conversations=conversations)
-
-
-RESPOND = (
-    "chatbot",
-    "display",
-    "message",
-    "conversation",
-    "message_ids",
-    "sources_state",
-    "sources",
-    "status",
-    "conversations",
-    "passage",
-    "page_image",
-)
-
-
-def answering(**changed: Any) -> tuple[Any, ...]:
-    """What the answer's event outputs, in RESPOND's order: the values named, the rest unchanged."""
-    return tuple(changed.get(name, gr.skip()) for name in RESPOND)
-
-
-def no_page() -> Any:
-    return gr.update(value=None, visible=False)

@@ -10,11 +10,13 @@ from typing import Any
 import gradio as gr
 
 from localllm.chat.conversations import ConversationError, StoredMessage
+from localllm.chat.sources import pages_text
 from localllm.errors import LocalLLMError
-from localllm.format import human_count, human_size, pages_label
+from localllm.format import human_count, human_size
 from localllm.index.lexical import tokenize
 from localllm.llm.catalog import chat_models, resolve
 from localllm.llm.download import SUGGESTED
+from localllm.llm.labels import short_model_name
 from localllm.rag.answer import is_decline
 from localllm.rag.attribute import MIN_WORDS, marks_of, split_sentences, without_marks
 from localllm.rag.prompt import Source
@@ -25,10 +27,8 @@ NO_DOCUMENTS = "No documents (plain chat)"
 
 
 def model_choices(services: Services) -> list[tuple[str, str]]:
-    return [
-        (f"{m.name} (bundled)" if m.bundled else m.name, m.name)
-        for m in chat_models(services.settings)
-    ]
+    """Each chat model by a name short enough to read whole (the status line gives the file)."""
+    return [(short_model_name(m.name), m.name) for m in chat_models(services.settings)]
 
 
 def default_model_name(services: Services) -> str | None:
@@ -84,12 +84,19 @@ def when(stamp: float, now: float | None = None) -> str:
     return time.strftime("%H:%M" if then[:3] == today[:3] else "%Y-%m-%d", then)
 
 
-def conversation_choices(services: Services) -> list[tuple[str, str]]:
-    """The saved conversations, last changed first, each with when that was."""
-    return [
-        (f"{c.title or '(untitled)'} · {when(c.updated)}", c.id)
-        for c in services.conversations.conversations()
-    ]
+def conversation_choices(services: Services, query: str = "") -> list[tuple[str, str]]:
+    """The saved conversations holding `query` (all for none), last changed first, each with
+    when that was."""
+    store = services.conversations
+    found = store.search(query) if query.strip() else store.conversations()
+    return [(f"{c.title or '(untitled)'} · {when(c.updated)}", c.id) for c in found]
+
+
+def searched_conversations(services: Services, query: str, open_id: str) -> Any:
+    """The saved list narrowed to what `query` finds; the open chat chosen if it is listed."""
+    choices = conversation_choices(services, query)
+    listed = open_id in {value for _label, value in choices}
+    return gr.update(choices=choices, value=open_id if listed else None)
 
 
 def conversation_to_delete(services: Services, conversation_id: str) -> str | None:
@@ -104,7 +111,7 @@ def conversation_to_delete(services: Services, conversation_id: str) -> str | No
 
 
 def source_label(source: Source) -> str:
-    pages = f" · {pages_label(source.pages)}" if source.pages else ""
+    pages = f" · {pages_text(source)}" if source.pages else ""
     section = f" · {source.section}" if source.section else ""
     cited = " ✓" if source.cited else ""
     return f"[{source.n}]{cited} {source.file}{pages}{section}"
@@ -158,16 +165,24 @@ def shown_answer(
     details = details or {}
     shown = text
     if sources:
-        names = " · ".join(source_label(s) for s in sources)
+        names = "<br>".join(source_label(s) for s in sources)  # one line each
         shown = mark_unsupported(text)
-        legend = f" · {UNSUPPORTED} not found in them" if UNSUPPORTED in shown else ""
+        legend = f"<br>{UNSUPPORTED} not found in them" if UNSUPPORTED in shown else ""
         if message_id is not None:
             shown = link_citations(shown, message_id, sources, details)
-        shown = f"{shown}\n\n<sub>Sources: {names}{legend}</sub>"
+        shown = f"{shown}\n\n<sub>Sources:<br>{names}{legend}</sub>"
     model_text = str(details.get("model_answer") or "")
     if details.get("outcome") in ("quoted", "unsupported") and model_text and model_text != text:
         shown = with_unsupported(shown, model_text)
-    return shown
+    cut = CUT_MARKS.get(str(details.get("cut")))
+    return f"{shown}\n\n<sub>{cut}</sub>" if cut else shown
+
+
+# How an answer cut short (Reply.cut, saved in its details) is marked.
+CUT_MARKS = {
+    "stopped": "⏹ Stopped: you stopped this answer",
+    "length": "… Cut at the token limit (Parameters: Max new tokens)",
+}
 
 
 def with_unsupported(shown: str, model_text: str) -> str:

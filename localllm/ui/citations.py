@@ -23,27 +23,8 @@ _MARK = re.compile(r"\[(\d+)\]")
 _LINK = re.compile(r"(\d+)-(\d+)(?:-(\d+)-(\d+))?")
 _END = ".!?:;\"')"  # what follows a sentence's citation mark (rag.attribute.cite_sentences)
 
-# Runs once the catcher is on the page; the click listener is added once per page, and always
-# triggers the catcher mounted last. Capturing on the document takes the click before the
-# Chatbot's own link handling.
-CATCH_CLICKS = """
-const hub = (window.localllmCitations = window.localllmCitations || {});
-hub.trigger = trigger;
-if (!hub.listening) {
-  hub.listening = true;
-  document.addEventListener("click", (event) => {
-    const link = event.target instanceof Element ? event.target.closest('a[href*="#cite-"]') : null;
-    if (!link) return;
-    event.preventDefault();
-    event.stopImmediatePropagation();
-    hub.trigger("cite", { link: link.getAttribute("href").split("#cite-").pop() });
-  }, true);
-}
-"""
-
-# After the page is drawn: bring the page viewer into view (it may appear only now).
-SHOW_PAGE = """
-() => {
+# Brings the page viewer into view once it shows a page (it may appear only after the click).
+_SCROLL_TO_PAGE = """
   let tries = 0;
   const scroll = () => {
     const viewer = [...document.querySelectorAll("#source-page")].find(
@@ -52,8 +33,38 @@ SHOW_PAGE = """
     else if (tries++ < 300) setTimeout(scroll, 100);
   };
   scroll();
+"""
+
+# Runs once the catcher is on the page; the click listener is added once per page, and always
+# triggers the catcher mounted last. Capturing on the document takes the click before the
+# Chatbot's own link handling. A source chosen in the list scrolls to its page too.
+CATCH_CLICKS = (
+    """
+const hub = (window.localllmCitations = window.localllmCitations || {});
+hub.trigger = trigger;
+hub.showPage = () => {"""
+    + _SCROLL_TO_PAGE
+    + """};
+if (!hub.listening) {
+  hub.listening = true;
+  document.addEventListener("click", (event) => {
+    const target = event.target instanceof Element ? event.target : null;
+    if (target && target.closest("#sources label")) {
+      hub.showPage();
+      return;
+    }
+    const link = target ? target.closest('a[href*="#cite-"]') : null;
+    if (!link) return;
+    event.preventDefault();
+    event.stopImmediatePropagation();
+    hub.trigger("cite", { link: link.getAttribute("href").split("#cite-").pop() });
+  }, true);
 }
 """
+)
+
+# After a citation's page is drawn: bring the page viewer into view.
+SHOW_PAGE = "() => {" + _SCROLL_TO_PAGE + "}"
 
 
 @dataclass(frozen=True)

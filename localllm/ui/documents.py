@@ -16,6 +16,7 @@ from localllm.index.store import DEFAULT_COLLECTION
 from localllm.index.uploads import keep_uploads
 from localllm.services import Services
 from localllm.ui.confirm import confirm_delete
+from localllm.ui.documents_adapt import build_adapt_section
 
 DOC_COLUMNS = ["Name", "Pages", "Chunks", "Collection", "Added", "Status", "Warnings"]
 RESULT_COLUMNS = ["File", "Status", "Pages", "Chunks", "Time (s)", "Warnings / error"]
@@ -93,6 +94,7 @@ def build_documents_tab(services: Services, demo: gr.Blocks) -> None:
         to_delete = gr.Dropdown(label="Document", choices=[], scale=3, elem_id="document-to-delete")
         delete = confirm_delete("Delete document", "delete-document", scale=1)
         drop = confirm_delete("Delete collection", "delete-collection", scale=1)
+    build_adapt_section(services, demo, collection)
 
     def listing(selected: str) -> tuple[Any, ...]:
         names = _collections(services)

@@ -15,12 +15,15 @@ from localllm.errors import LocalLLMError
 from localllm.finetune import jobs
 from localllm.finetune.data import LoadedDataset, liked_answers, load_jsonl, write_jsonl
 from localllm.finetune.estimate import estimate, token_stats
+from localllm.finetune.grounded import DECLINE_SHARE
 from localllm.finetune.names import QUANT_CHOICES
 from localllm.finetune.train_config import DEFAULTS
 from localllm.llm.catalog import list_models, resolve
 from localllm.services import Services
 from localllm.ui.chat import ChatTab
 from localllm.ui.chat_view import collection_choices, default_model_name, model_choices
+from localllm.ui.finetune_documents import DOC_STYLES, documents_dataset
+from localllm.ui.finetune_dpo import PreferenceOffer, load_examples
 from localllm.ui.finetune_view import (
     LOSS_COLORS,
     LOSS_LABEL,
@@ -32,6 +35,7 @@ from localllm.ui.finetune_view import (
     loss_frame,
     preview_rows,
     progress_html,
+    run_choices,
     runs_table,
     sample_rows,
     status_markdown,
@@ -78,7 +82,16 @@ def build_finetune_tab(services: Services, chat: ChatTab, demo: gr.Blocks) -> No
             liked = gr.Button("Use my liked answers", visible=False)
             with gr.Group(visible=False) as docs_group:
                 collection = gr.Dropdown(label="Collection", choices=[])
+                doc_style = gr.Radio(
+                    DOC_STYLES, value="plain", label="Teach", elem_id="ft-doc-style"
+                )
                 max_pairs = gr.Number(label="Question/answer pairs to write", value=20, precision=0)
+                decline_share = gr.Number(
+                    label="Share of grounded examples given only unrelated sources, "
+                    "taught to decline",
+                    value=DECLINE_SHARE,
+                    visible=False,
+                )
                 with gr.Row():
                     build = gr.Button("Write the pairs with the chat model")
                     stop_build = gr.Button("Stop", variant="stop")
@@ -91,6 +104,13 @@ def build_finetune_tab(services: Services, chat: ChatTab, demo: gr.Blocks) -> No
                 value=default_model_name(services),
             )
             method = gr.Radio(METHODS, value="lora", label="Method")
+            preferences = PreferenceOffer(services, method)  # DPO, once there are enough pairs
+            run_name = gr.Textbox(
+                label="Run name (names the tuned model in the model lists; optional)",
+                placeholder="e.g. debian-faq",
+                max_length=120,
+                elem_id="ft-name",
+            )
             with gr.Accordion("Training settings", open=False):
                 steps = gr.Number(label="Max steps", value=DEFAULTS["max_steps"], precision=0)
                 epochs = gr.Number(label="Epochs (used when max steps is 0)", value=0)
@@ -172,7 +192,7 @@ def build_finetune_tab(services: Services, chat: ChatTab, demo: gr.Blocks) -> No
     def on_upload(file: str | None) -> tuple[Any, ...]:
         if not file:
             return "", "", []
-        loaded = load_jsonl(file)
+        loaded = load_examples(file)  # preference pairs too
         if not loaded.examples:
             raise gr.Error(f"{Path(file).name}: no usable examples. {loaded.summary()}")
         return shown(Path(file).name, loaded, file)
@@ -184,9 +204,14 @@ def build_finetune_tab(services: Services, chat: ChatTab, demo: gr.Blocks) -> No
         path = write_jsonl(examples, _datasets_dir(services) / f"liked-{_stamp()}.jsonl")
         return shown("Liked answers", load_jsonl(path), path)
 
-    def on_build(name: str | None, count: float | None, bar: gr.Progress = gr.Progress()) -> Any:
-        from localllm.finetune.from_documents import pairs_from_documents
-
+    def on_build(
+        name: str | None,
+        count: float | None,
+        style: str,
+        share: float | None,
+        length: float | None,
+        bar: gr.Progress = gr.Progress(),
+    ) -> Any:
         if not name:
             raise gr.Error("pick a collection of documents")
         build_cancel.clear()
@@ -195,20 +220,20 @@ def build_finetune_tab(services: Services, chat: ChatTab, demo: gr.Blocks) -> No
             bar((done, total), desc=message)
 
         try:
-            made = pairs_from_documents(
-                services.store,
-                services.models.get(default_model_name(services)),
+            made = documents_dataset(
+                services,
                 name,
-                max_pairs=max(1, int(count or 20)),
+                _datasets_dir(services) / f"{style}-{name}-{_stamp()}.jsonl",
+                count=int(count or 20),
+                style=style,
+                decline_share=float(share or 0),
                 progress=report,
                 cancel=build_cancel,
             )
         except LocalLLMError as e:
             raise gr.Error(str(e)) from e
-        if not made.examples:
-            raise gr.Error(f"the model wrote no usable pairs ({'; '.join(made.skipped[:3])})")
-        path = write_jsonl(made.examples, _datasets_dir(services) / f"docs-{name}-{_stamp()}.jsonl")
-        return shown(f"{len(made.examples)} pairs from {name}", load_jsonl(path), path)
+        fits = max(made.max_length, int(length or 0)) if made.max_length else gr.update()
+        return (*shown(made.title, load_jsonl(made.path), made.path), fits)
 
     # ------------------------------------------------------------------------- estimate, runs
 
@@ -219,7 +244,7 @@ def build_finetune_tab(services: Services, chat: ChatTab, demo: gr.Blocks) -> No
             return "Pick a dataset and a base model to see an estimate."
         try:
             info = resolve(settings, model)
-            loaded = load_jsonl(path)
+            loaded = load_examples(path)
             mean, truncated = token_stats(info.path, loaded.examples, int(length or 1))
         except LocalLLMError as e:
             return f"No estimate: {e}"
@@ -249,7 +274,7 @@ def build_finetune_tab(services: Services, chat: ChatTab, demo: gr.Blocks) -> No
             loss_frame(metrics),
             sample_rows(shown_samples, general),
             runs_table(listing),
-            gr.update(choices=[r.id for r in listing], value=run_id or None),
+            gr.update(choices=run_choices(listing), value=run_id or None),
             gr.Timer(active=bool(run and run.active)),
             gr.update(choices=model_choices(services)),
         )
@@ -267,6 +292,7 @@ def build_finetune_tab(services: Services, chat: ChatTab, demo: gr.Blocks) -> No
         length: float,
         share: float,
         bf16: str,
+        name: str,
     ) -> tuple[Any, ...]:
         if not path:
             raise gr.Error("pick a dataset first")
@@ -276,6 +302,7 @@ def build_finetune_tab(services: Services, chat: ChatTab, demo: gr.Blocks) -> No
                 path,
                 base=model,
                 method=how,
+                name=name,
                 max_steps=int(n or 0),
                 epochs=float(n_epochs or 0) or None,
                 learning_rate=lr,
@@ -329,9 +356,20 @@ def build_finetune_tab(services: Services, chat: ChatTab, demo: gr.Blocks) -> No
     settings_inputs = [dataset_path, base, method, steps, batch, max_length]
 
     source.change(on_source, source, [upload, liked, docs_group, collection], api_name=False)
+    doc_style.change(
+        lambda style: gr.update(visible=style == "grounded"),
+        doc_style,
+        decline_share,
+        api_name=False,
+    )
     upload.change(on_upload, upload, dataset_outputs, api_name=False)
     liked.click(on_liked, None, dataset_outputs, api_name="dataset_liked")
-    build.click(on_build, [collection, max_pairs], dataset_outputs, api_name="dataset_documents")
+    build.click(
+        on_build,
+        [collection, max_pairs, doc_style, decline_share, max_length],
+        [*dataset_outputs, max_length],
+        api_name="dataset_documents",
+    )
     stop_build.click(build_cancel.set, None, None, api_name=False)
     for trigger in (dataset_path, base, method, steps, batch, max_length):
         trigger.change(on_estimate, settings_inputs, estimate_md, api_name=False)
@@ -339,7 +377,7 @@ def build_finetune_tab(services: Services, chat: ChatTab, demo: gr.Blocks) -> No
         on_train,
         [
             *(dataset_path, base, method, steps, epochs, learning_rate, rank, alpha, batch),
-            *(max_length, rehearsal, precision),
+            *(max_length, rehearsal, precision, run_name),
         ],
         [current_run, *view_outputs],
         api_name="train",
@@ -350,3 +388,4 @@ def build_finetune_tab(services: Services, chat: ChatTab, demo: gr.Blocks) -> No
     pick_run.input(lambda r: (r, *view(r)), pick_run, [current_run, *view_outputs], api_name=False)
     merge.click(on_merge, [current_run, quant], [merge_status, chat.model], api_name="merge_run")
     demo.load(view, current_run, view_outputs, api_name=False)
+    preferences.wire(demo, dataset_outputs, steps, learning_rate)

@@ -14,7 +14,7 @@ from localllm.finetune.jobs import RunInfo
 
 PREVIEW_ROWS = 20
 PREVIEW_COLUMNS = ["Where", "Prompt", "Answer", "Source"]
-RUN_COLUMNS = ["Run", "State", "Method", "Base", "Data", "Steps", "Val loss before → after"]
+RUN_COLUMNS = ["Run", "Name", "State", "Method", "Base", "Data", "Steps", "Val loss before → after"]
 SAMPLE_COLUMNS = ["Prompt", "Expected", "Base model", "Tuned model"]
 
 
@@ -57,11 +57,25 @@ def conversation_labels(store: ConversationStore, examples: list[Example]) -> di
     return labels
 
 
+def _grounded_prompt(grounded: dict[str, Any]) -> str:
+    """A grounded example's prompt in short: its question and the sources it was given."""
+    shown = " · ".join(
+        f"[{s.get('n')}] {s.get('file')}" + (f" p. {s['pages'][0]}" if s.get("pages") else "")
+        for s in grounded.get("sources") or []
+    )
+    cites = grounded.get("cites")
+    told = f"cite [{cites}]" if cites else "none holds the answer: decline"
+    return f"{grounded.get('question', '')}\nSources ({told}): {shown}"
+
+
 def preview_rows(examples: list[Example], chats: dict[str, str] | None = None) -> list[list[str]]:
     """The first examples as the preview shows them; `chats` names their saved conversations."""
     rows = []
     for e in examples[:PREVIEW_ROWS]:
-        if e.messages:
+        grounded = (e.source or {}).get("grounded")
+        if e.messages and isinstance(grounded, dict):
+            prompt, answer = _grounded_prompt(grounded), e.messages[-1]["content"]
+        elif e.messages:
             prompt = "\n".join(f"{m['role']}: {m['content']}" for m in e.messages[:-1])
             answer = e.messages[-1]["content"]
         else:
@@ -84,10 +98,16 @@ def _loss(run: RunInfo) -> str:
     return f"{run.eval_loss_before:.3f} → {after}"
 
 
+def run_choices(runs: list[RunInfo]) -> list[tuple[str, str]]:
+    """The runs as the "Show run" list names them: the name and the id, or the id alone."""
+    return [(f"{r.name} ({r.id})" if r.name else r.id, r.id) for r in runs]
+
+
 def runs_table(runs: list[RunInfo]) -> list[list[str]]:
     return [
         [
             r.id,
+            r.name,
             r.state,
             r.method,
             r.base,
@@ -109,13 +129,14 @@ def progress_html(run: RunInfo | None) -> str:
         if total
         else ""
     )
-    return f"{bar}<div>{html.escape(run.id)}: {html.escape(run.state)} · step {run.step}/{total or '?'}</div>"
+    return f"{bar}<div>{html.escape(run.label)}: {html.escape(run.state)} · step {run.step}/{total or '?'}</div>"
 
 
 def status_markdown(run: RunInfo | None) -> str:
     if run is None:
         return "No run selected."
-    lines = [f"**{run.id}** · {run.state} · {run.method} on {run.base} · {run.examples} examples"]
+    named = f"**{html.escape(run.name)}** ({run.id})" if run.name else f"**{run.id}**"
+    lines = [f"{named} · {run.state} · {run.method} on {run.base} · {run.examples} examples"]
     if run.truncated:
         lines.append(f"{run.truncated} examples are longer than the max length and are cut.")
     if run.eval_loss_before is not None and run.perplexity_before is not None:
