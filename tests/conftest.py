@@ -11,6 +11,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -198,6 +199,36 @@ def _wait_for_api(url: str, deadline: float) -> None:
 
 def chromium_path() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+
+
+@pytest.fixture
+def page(running_app: RunningApp) -> Iterator[Any]:
+    exe = chromium_path()
+    require(exe is not None, "Debian's chromium is not installed (make browser installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        pg = context.new_page()
+        pg.set_default_timeout(180_000)
+        pg.requested = []  # type: ignore[attr-defined]
+        pg.on("request", lambda r: pg.requested.append(r.url))  # type: ignore[attr-defined]
+        yield pg
+        context.close()
+        browser.close()
 
 
 @contextmanager

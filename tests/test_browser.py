@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -14,40 +13,12 @@ import pytest
 from localllm.chat.conversations import ConversationStore
 from tests.browser_citations import answer_marks, check_citation, citation_links
 from tests.browser_deletes import arm, armed_look, disarmed, listed_options, settle
-from tests.conftest import ARTIFACTS, RunningApp, chromium_path, require
+from tests.conftest import ARTIFACTS, RunningApp
 from tests.corpus import corpus_file
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-quic",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
-
-
-@pytest.fixture
-def page(running_app: RunningApp) -> Iterator[Any]:
-    exe = chromium_path()
-    require(exe is not None, "Debian's chromium is not installed (make browser installs it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        pg = context.new_page()
-        pg.set_default_timeout(180_000)
-        pg.requested = []  # type: ignore[attr-defined]
-        pg.on("request", lambda r: pg.requested.append(r.url))  # type: ignore[attr-defined]
-        yield pg
-        context.close()
-        browser.close()
 
 
 def wait_for_text(page: Any, element_id: str, text: str, timeout_ms: float | None = None) -> None:

@@ -13,10 +13,9 @@ import pytest
 
 from localllm.chat.conversations import ConversationStore, StoredMessage
 from tests.browser_deletes import listed_options, settle
-from tests.conftest import ARTIFACTS, RunningApp, chromium_path, require
+from tests.conftest import ARTIFACTS, RunningApp
 from tests.corpus import one_page_pdf
 from tests.test_browser import (
-    CHROMIUM_ARGS,
     ask,
     foreign_requests,
     open_saved,
@@ -28,24 +27,6 @@ pytestmark = pytest.mark.browser
 
 STOPPED, CUT = "⏹ Stopped", "Cut at the token limit"
 LAST_ANSWER = "[...document.querySelectorAll('#chatbot .message.bot')].pop()"
-
-
-@pytest.fixture
-def page(running_app: RunningApp) -> Iterator[Any]:
-    exe = chromium_path()
-    require(exe is not None, "Debian's chromium is not installed (make browser installs it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        pg = context.new_page()
-        pg.set_default_timeout(180_000)
-        pg.requested = []  # type: ignore[attr-defined]
-        pg.on("request", lambda r: pg.requested.append(r.url))  # type: ignore[attr-defined]
-        yield pg
-        context.close()
-        browser.close()
 
 
 @pytest.fixture

@@ -5,14 +5,13 @@ tuned model comes back to the Chat tab under the run's name (item 10)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import ARTIFACTS, RunningApp, chromium_path, require
-from tests.test_browser import CHROMIUM_ARGS, foreign_requests, wait_for_text
+from tests.conftest import ARTIFACTS, RunningApp
+from tests.test_browser import foreign_requests, wait_for_text
 
 pytestmark = pytest.mark.browser
 
@@ -31,24 +30,6 @@ DRAWN_WHILE_RUNNING = """() => {
   });
   return running && midway && drawn;
 }"""
-
-
-@pytest.fixture
-def page(running_app: RunningApp) -> Iterator[Any]:
-    exe = chromium_path()
-    require(exe is not None, "Debian's chromium is not installed (make browser installs it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        pg = context.new_page()
-        pg.set_default_timeout(180_000)
-        pg.requested = []  # type: ignore[attr-defined]
-        pg.on("request", lambda r: pg.requested.append(r.url))  # type: ignore[attr-defined]
-        yield pg
-        context.close()
-        browser.close()
 
 
 def test_the_first_runs_loss_plot_draws_while_training_and_the_name_is_shown(
