@@ -24,8 +24,8 @@ from starlette.testclient import TestClient
 from localllm.llm.catalog import bundled_model_path
 from localllm.server.auth import AuthStore, check_password, hash_password
 from localllm.server.signin import FailedSignIns, SignInGate
-from tests.conftest import chromium_path, cli_env, require, run_cli, serving
-from tests.test_browser import CHROMIUM_ARGS, foreign_requests
+from tests.conftest import CHROMIUM_ARGS, chromium_path, cli_env, require, run_cli, serving
+from tests.test_browser import foreign_requests
 
 PASSWORD = "correct horse battery"
 WRONG = "wrong-guess-7731"

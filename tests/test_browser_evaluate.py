@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ARTIFACTS, RunningApp
-from tests.test_browser import foreign_requests, page, wait_for_text  # noqa: F401
+from tests.test_browser import foreign_requests, wait_for_text
 
 pytestmark = pytest.mark.browser
 
@@ -19,7 +19,7 @@ QUESTION = "Where does the heron nest?"
 REFERENCE = "The heron nests by the north pond every spring."
 
 
-def index_note(page: Any, folder: Path, collection: str) -> None:  # noqa: F811
+def index_note(page: Any, folder: Path, collection: str) -> None:
     notes = folder / "pond notes.md"
     notes.write_text(f"# Pond notes\n\n{NOTE}\n", encoding="utf-8")
     page.get_by_role("tab", name="Documents").click()
@@ -33,7 +33,7 @@ def index_note(page: Any, folder: Path, collection: str) -> None:  # noqa: F811
 
 
 def test_evaluate_tab_compares_with_and_without_retrieval(
-    page: Any,  # noqa: F811
+    page: Any,
     running_app: RunningApp,
     tmp_path: Path,
 ) -> None:

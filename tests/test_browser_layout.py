@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ARTIFACTS, RunningApp, chromium_path, require
+from tests.conftest import ARTIFACTS, CHROMIUM_ARGS, RunningApp, chromium_path, require
 from tests.labelled_pdf import labelled_pdf
-from tests.test_browser import CHROMIUM_ARGS, foreign_requests, wait_for_text
+from tests.test_browser import foreign_requests, wait_for_text
 
 pytestmark = pytest.mark.browser
 

@@ -10,8 +10,8 @@ import pytest
 from localllm.chat.conversations import ConversationStore
 from localllm.finetune.preferences import MIN_PAIRS
 from localllm.ui.finetune_dpo import DPO_METHOD
-from tests.conftest import ARTIFACTS, chromium_path, require, serving
-from tests.test_browser import CHROMIUM_ARGS, wait_for_text
+from tests.conftest import ARTIFACTS, CHROMIUM_ARGS, chromium_path, require, serving
+from tests.test_browser import wait_for_text
 from tests.test_finetune_dpo import answered
 
 pytestmark = pytest.mark.browser
