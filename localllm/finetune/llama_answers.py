@@ -18,6 +18,9 @@ def answer_all(
     greedy, exactly as the chat runs the model."""
     from llama_cpp import Llama
 
+    from localllm.llm.repacking import install
+
+    install()
     llm = Llama(
         model_path=str(base_gguf),
         lora_path=str(lora) if lora else None,

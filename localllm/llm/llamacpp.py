@@ -18,6 +18,7 @@ import numpy as np
 from localllm.errors import ModelBusyError, ModelLoadError, PromptTooLongError
 from localllm.llm.base import GenerationParams, GenerationStats, Message
 from localllm.llm.context import answer_budget, fit_to_context, refuse_oversized
+from localllm.llm.repacking import install as install_repacking_choice
 from localllm.llm.threads import apply_openmp_wait_policy, default_batch_threads, default_threads
 
 # Must run before llama_cpp (and with it libgomp) is loaded.
@@ -29,6 +30,8 @@ from llama_cpp.llama_chat_format import (  # noqa: E402
     Jinja2ChatFormatter,
     format_chatml,
 )
+
+install_repacking_choice()
 
 log = logging.getLogger(__name__)
 
