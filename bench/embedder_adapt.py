@@ -9,7 +9,8 @@ and on the FAQ dev set (bench/eval/faq_qa.jsonl, the FAQ authors' own questions,
 4. The adapted embedder kept whatever it scored (to measure it), and the dev set scored again.
 Writes bench/results/embedder_adapt.json and the embedder_adapt table in bench/README.md.
 
-    python bench/embedder_adapt.py [--steps 60] [--passages 100] [--questions model]
+    python bench/embedder_adapt.py [--steps N] [--learning-rate F] [--base-share F] (the app's
+        defaults) [--passages 100] [--questions model] [--results embedder_adapt]
         [--questions-file bench/results/embedder_adapt_questions.jsonl]
 
 The questions written are saved to bench/results/embedder_adapt_questions.jsonl; --questions-file
@@ -63,7 +64,8 @@ def table(payload: dict[str, Any]) -> str:
         f"Debian FAQ, {payload['chunks']} chunks; questions written by {run['generator']} from "
         f"{payload['passages']} passages: {run['pairs']['train']} trained on, "
         f"{run['pairs']['held_out']} held out; {run['steps']} steps of batch {payload['batch_size']}, "
-        f"learning rate {payload['learning_rate']:g}; "
+        f"learning rate {payload['learning_rate']:g}, base share {payload.get('base_share', 0):g} "
+        "(WiSE-FT: that share of the weights moved back to the bundled model's); "
         f"{payload['cpus']} cores. Vector search unless marked hybrid.",
         "",
         "| questions | embedder | hit@1 | hit@5 | hit@10 | MRR |",
@@ -93,18 +95,22 @@ def table(payload: dict[str, Any]) -> str:
 
 
 def main() -> None:
+    from localllm.index.adapt import AdaptOptions, adapt
+
+    app = AdaptOptions()  # the app's defaults
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--learning-rate", type=float, default=3e-5)
+    parser.add_argument("--steps", type=int, default=app.steps)
+    parser.add_argument("--batch-size", type=int, default=app.batch_size)
+    parser.add_argument("--learning-rate", type=float, default=app.learning_rate)
+    parser.add_argument("--base-share", type=float, default=app.base_share)
     parser.add_argument("--passages", type=int, default=100)
     parser.add_argument("--questions", choices=("model", "sentences"), default="model")
     parser.add_argument("--questions-file", type=Path)
+    parser.add_argument("--results", default="embedder_adapt", help="results/NAME.json")
     args = parser.parse_args()
 
     from localllm.adapt_embedder import decide, generator_for
     from localllm.config import Settings
-    from localllm.index.adapt import AdaptOptions, adapt
     from localllm.index.adapt_pairs import read_questions, write_questions
     from localllm.privacy import apply_privacy
     from localllm.services import Services
@@ -153,6 +159,7 @@ def main() -> None:
                     steps=args.steps,
                     batch_size=args.batch_size,
                     learning_rate=args.learning_rate,
+                    base_share=args.base_share,
                     max_passages=args.passages,
                 ),
                 progress=progress,
@@ -172,12 +179,13 @@ def main() -> None:
         "passages": args.passages,
         "batch_size": args.batch_size,
         "learning_rate": args.learning_rate,
+        "base_share": args.base_share,
         "adaptation": adaptation,
         "dev_before": dev_before,
         "dev_after": dev_after,
         "seconds": round(time.perf_counter() - STARTED, 1),
     }
-    out = write_results("embedder_adapt", payload, table(payload))
+    out = write_results(args.results, payload, table(payload))
     print(table(payload))
     say(f"wrote {out}")
 

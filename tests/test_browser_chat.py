@@ -167,8 +167,9 @@ def test_a_stopped_or_cut_answer_is_marked_and_search_narrows_the_saved_list(
     box = page.locator("#message textarea")
     box.fill(dragon)
     box.press("Enter")
+    # Long enough to hold a word of its own for the search below, well short of its end.
     page.wait_for_function(
-        f"() => {{ const b = {LAST_ANSWER}; return b && b.innerText.trim().length > 20; }}",
+        f"() => {{ const b = {LAST_ANSWER}; return b && b.innerText.trim().length > 150; }}",
         polling=100,
     )
     page.locator("#stop").click()
@@ -255,3 +256,50 @@ def test_a_grounded_answer_regenerated_keeps_its_sources(
     assert "heron notes.pdf" in page.locator("#chatbot .message.bot").last.inner_text()
     assert page.locator("#chatbot .message.bot").count() == 1
     assert foreign_requests(page.requested) == []
+
+
+def test_stop_ends_an_answer_still_waiting_for_another_pages_and_only_that_one(
+    page: Any, running_app: RunningApp, saved: ConversationStore
+) -> None:
+    """One model answers one page at a time: a second page's question waits in the queue, and its
+    Stop, pressed while it waits, ends it as soon as its turn comes; the first page's answer goes
+    on to its end."""
+    story, fox = "Write a long story about a lighthouse keeper.", "Write one sentence about a fox."
+    page.goto(running_app.url)
+    plain_chat(page, "0", "400")
+    context = page.context.browser.new_context(viewport={"width": 1280, "height": 900})
+    other = context.new_page()
+    other.set_default_timeout(180_000)
+    other.goto(running_app.url)
+    plain_chat(other, "0", "48")
+
+    box = page.locator("#message textarea")
+    box.fill(story)
+    box.press("Enter")
+    page.wait_for_function(
+        f"() => {{ const b = {LAST_ANSWER}; return b && b.innerText.trim().length > 20; }}",
+        polling=100,
+    )
+    waiting = other.locator("#message textarea")
+    waiting.fill(fox)
+    waiting.press("Enter")
+    # Its answer waits: the Chatbot shows its place in the queue, the question not yet.
+    other.wait_for_function(
+        "() => [...document.querySelectorAll('#chatbot .progress-text')]"
+        ".some(e => e.innerText.includes('queue'))",
+        polling=100,
+    )
+    assert fox not in other.locator("#chatbot").inner_text()
+    other.locator("#stop").click()
+
+    wait_for_text(other, "chatbot", STOPPED)
+    wait_for_answer(other)
+    wait_for_answer(page)
+    stopped = saved.messages(conversation_titled(saved, fox))[-1]
+    assert stopped.role == "assistant" and stopped.details == {"cut": "stopped"}
+    assert len(stopped.content.split()) < 10, "ended at once, not answered"
+    told = saved.messages(conversation_titled(saved, story))[-1]
+    assert told.details != {"cut": "stopped"} and len(told.content.split()) > 60
+    assert STOPPED not in page.locator("#chatbot .message.bot").last.inner_text()
+    assert foreign_requests(page.requested) == []
+    context.close()

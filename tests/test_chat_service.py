@@ -198,5 +198,14 @@ def test_an_answer_cut_by_the_token_limit_or_stopped_is_saved_with_its_mark(
     assert dropped.cut == "stopped" and dropped.message_id is not None
     assert store.message(dropped.message_id).details == {"cut": "stopped"}
 
+    # Stopped before its first token (the Stop of an answer that waited for another's): saved
+    # empty and marked, so the conversation says what happened to it.
+    turn = services.chat.reply(long, plain(200), conversation_id=None)
+    for reply, _piece in turn:
+        reply.cancel()
+    assert reply.text == "" and reply.cut == "stopped" and reply.message_id is not None
+    assert store.message(reply.message_id).details == {"cut": "stopped"}
+    assert [m.role for m in store.messages(reply.conversation_id)] == ["user", "assistant"]
+
     whole = last(services.chat.reply("Say yes.", plain(64), conversation_id=None))
     assert whole.cut is None and store.message(whole.message_id or 0).details == {}

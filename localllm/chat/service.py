@@ -293,8 +293,9 @@ def _streamed(answer: ChatAnswer, result: Reply, save: Save) -> Iterator[tuple[R
             result.model_text = grounded.model_text
         result.declined = answer.declined
         result.cut = cut_of(answer, finished)
-        if result.text:
-            details = answer_details(grounded) if grounded is not None else {}
+        # Stopped before its first token (Stop pressed while it waited): saved empty, marked.
+        if result.text or answer.stats.cancel.is_set():
+            details = answer_details(grounded) if grounded is not None and result.text else {}
             if result.cut:
                 details["cut"] = result.cut
             sources = [s.to_dict() for s in result.sources]

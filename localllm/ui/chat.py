@@ -237,11 +237,16 @@ def build_chat_tab(services: Services) -> ChatTab:
         passage,
         page_image,
     ]
-    submit = message.submit(events.respond, inputs, outputs, api_name="chat", concurrency_id="llm")
-    click = send.click(events.respond, inputs, outputs, api_name=False, concurrency_id="llm")
+    # Each answer is first marked as asked, outside the queue, so that a Stop pressed while it
+    # waits for another page's answer ends it too.
+    ask = {"fn": events.queued, "queue": False, "api_name": False}
+    llm = {"outputs": outputs, "concurrency_id": "llm"}
+    submit = message.submit(**ask).then(events.respond, inputs, api_name="chat", **llm)
+    click = send.click(**ask).then(events.respond, inputs, api_name=False, **llm)
     again = [conversation, display, model, collection, only, *parameters.inputs]
-    retry = chatbot.retry(events.regenerate, again, outputs, api_name=False, concurrency_id="llm")
-    edit = chatbot.edit(events.edit, again, outputs, api_name=False, concurrency_id="llm")
+    retry = chatbot.retry(**ask).then(events.regenerate, again, api_name=False, **llm)
+    # Not `.then`: the edit's EditData (which message, its new text) comes with its own event.
+    edit = chatbot.edit(events.edit, again, api_name=False, **llm)
     answers = [submit, click, retry, edit]
     stop.click(events.stop, None, None, api_name=False)
     # The saved list as the search narrows it, also once an answer (or a Stop) has changed it.

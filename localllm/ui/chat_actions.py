@@ -88,10 +88,17 @@ class Answering:
         self._replies: dict[str, Reply | None] = {}
         self._stopped: set[str] = set()
 
-    def begin(self, page: str) -> None:
+    def queued(self, page: str) -> None:
+        """The page asked for an answer, which may wait for another page's: a Stop from now on
+        counts for it."""
         with self._lock:
             self._replies[page] = None
             self._stopped.discard(page)
+
+    def begin(self, page: str) -> None:
+        """The answer starts being prepared (already `queued`, unless asked over the API)."""
+        with self._lock:
+            self._replies.setdefault(page, None)
 
     def started(self, page: str, reply: Reply) -> None:
         with self._lock:
@@ -340,6 +347,10 @@ class ChatEvents:
         yield from streamed(
             self.services, self.answering, page_of(request), turn, asking, shown, None, thumbs=True
         )
+
+    def queued(self, request: gr.Request) -> None:
+        """Before an answering event waits in the queue (not queued itself): Stop can reach it."""
+        self.answering.queued(page_of(request))
 
     def stop(self, request: gr.Request) -> None:
         """Stop: the answer this page is writing ends at its next token."""

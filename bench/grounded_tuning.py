@@ -1,0 +1,222 @@
+"""Fine-tune, retrieval, or both, on the Debian FAQ (issue 13's target): the bundled SmolLM2 against
+the same model tuned on grounded (RAFT) examples from the FAQ, each with and without retrieval.
+
+Every step is the CLI a user runs, on a fresh data home:
+
+    1. localllm ingest debian-faq.en.pdf --collection faq
+    2. localllm dataset docs --collection faq --grounded --max-pairs P --out grounded.jsonl
+       (the bundled model writes a question and answer per passage; the app's retriever and prompt
+       make each example; a fifth hold only distractors and target the decline)
+    3. localllm finetune --data grounded.jsonl --name grounded --max-steps S --max-length L
+    4. localllm eval compare refs.jsonl --collection faq --models bundled,<tuned adapter>
+    5. localllm eval answers on the FAQ's out-of-corpus questions with each model (declines)
+
+The questions of steps 4 and 5 are hand-written (bench/eval/faq_qa.jsonl, every third line, and
+bench/eval/unanswerable*.jsonl), never the generated ones the model trained on. A reference answer
+is the FAQ's own answer to the question: from its `answer_start` on the gold page, up to the end of
+its second sentence (at most REFERENCE_WORDS words).
+
+    python bench/grounded_tuning.py [--pairs 120] [--steps 150] [--every 3]
+
+Writes bench/results/grounded_tuning.json and the grounded_tuning table in bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import machine, write_results
+
+ROOT = Path(__file__).resolve().parent.parent
+FAQ = ROOT.parent / "shared" / "corpus" / "debian-faq.en.pdf"
+QUESTIONS = ROOT / "bench" / "eval" / "faq_qa.jsonl"
+UNANSWERABLE = [
+    ROOT / "bench" / "eval" / n for n in ("unanswerable.jsonl", "unanswerable_faq.jsonl")
+]
+REFERENCE_WORDS = 60
+COLLECTION = "faq"
+
+
+def page_texts(pdf: Path) -> list[str]:
+    import pypdfium2 as pdfium
+
+    doc = pdfium.PdfDocument(str(pdf))
+    try:
+        return [" ".join(doc[i].get_textpage().get_text_range().split()) for i in range(len(doc))]
+    finally:
+        doc.close()
+
+
+def reference(text: str, start: str) -> str | None:
+    at = text.find(start)
+    if at < 0:
+        return None
+    words = text[at:].replace("\ufffe ", "").replace("\ufffe", "").split()[:REFERENCE_WORDS]
+    joined = " ".join(words)
+    ends = [m.end() for m in re.finditer(r"[.!?](?=\s|$)", joined)]
+    return joined[: ends[1]] if len(ends) >= 2 else joined
+
+
+def trained_questions(data: Path) -> set[str]:
+    """The questions the model wrote for training, as the prompts end with them."""
+    asked = set()
+    for line in data.read_text().splitlines():
+        prompt = json.loads(line)["messages"][-2]["content"]
+        question = prompt.rsplit("Question:", 1)[-1].split("Answer from the sources")[0]
+        asked.add(" ".join(question.lower().split()))
+    return asked
+
+
+def reference_set(out: Path, every: int, trained: set[str]) -> tuple[int, int]:
+    """Every `every`th FAQ question with its reference answer, but none the model trained on;
+    how many were kept and how many left out as trained on."""
+    texts = page_texts(FAQ)
+    kept = dropped = 0
+    with out.open("w") as f:
+        for i, line in enumerate(QUESTIONS.read_text().splitlines()):
+            item = json.loads(line)
+            if i % every or not item.get("answer_start"):
+                continue
+            if " ".join(item["question"].lower().split()) in trained:
+                dropped += 1
+                continue
+            answer = reference(texts[item["page"] - 1], item["answer_start"])
+            if answer is None:
+                continue
+            item["answer"] = answer
+            f.write(json.dumps(item) + "\n")
+            kept += 1
+    return kept, dropped
+
+
+def run(env: dict[str, str], *args: str) -> dict[str, Any]:
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "localllm.cli", *args, "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=env["LOCALLLM_HOME_FOR_BENCH"],
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"localllm {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout)
+    result["_seconds"] = round(time.perf_counter() - started, 1)
+    print(
+        f"localllm {args[0]} {args[1] if len(args) > 1 else ''}: {result['_seconds']} s", flush=True
+    )
+    return result
+
+
+def table(rows: list[dict[str, Any]], declines: dict[str, float]) -> str:
+    lines = [
+        "| model | retrieval | token F1 | ROUGE-L | citation precision | declined (answerable) "
+        "| out-of-corpus declined | perplexity of the reference | s / answer |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        cp = "-" if r["citation_precision"] is None else f"{r['citation_precision']:.2f}"
+        ppl = "-" if r["perplexity"] is None else f"{r['perplexity']:.1f}"
+        out = f"{declines[r['model']]:.2f}" if r["retrieval"] else "-"
+        lines.append(
+            f"| {r['label']} | {'yes' if r['retrieval'] else 'no'} | {r['f1']:.3f} "
+            f"| {r['rouge_l']:.3f} | {cp} | {r['declined']:.2f} | {out} | {ppl} "
+            f"| {r['seconds']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pairs", type=int, default=120)
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--every", type=int, default=3, help="every Nth FAQ question is asked")
+    parser.add_argument("--keep", type=Path, help="the data home to use and keep (default: temp)")
+    args = parser.parse_args()
+
+    home = args.keep or Path(tempfile.mkdtemp(prefix="grounded-tuning-"))
+    home.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "LOCALLLM_MODELS_DIR": str(home / "models"),
+        "LOCALLLM_DOCS_STORE": str(home / "docs_store"),
+        "LOCALLLM_RUNS_DIR": str(home / "runs"),
+        "LOCALLLM_CACHE_DIR": str(ROOT / "cache"),
+        "LOCALLLM_CONFIG": str(home / "absent.toml"),
+        "LOCALLLM_HOME_FOR_BENCH": str(home),
+    }
+    unanswerable = home / "unanswerable.jsonl"
+    unanswerable.write_text("".join(p.read_text() for p in UNANSWERABLE))
+
+    steps: dict[str, Any] = {}
+    if not (home / "docs_store").exists():
+        steps["ingest"] = run(env, "ingest", str(FAQ), "--collection", COLLECTION)
+    data, made = home / "grounded.jsonl", home / "grounded.json"
+    if not made.exists():
+        steps["dataset"] = run(
+            env, "dataset", "docs", "--collection", COLLECTION, "--grounded",
+            "--max-pairs", str(args.pairs), "--out", str(data),
+        )  # fmt: skip
+        made.write_text(json.dumps(steps["dataset"]))
+    steps["dataset"] = json.loads(made.read_text())
+    max_length = int(steps["dataset"]["max_length"])
+    refs = home / "refs.jsonl"
+    asked, trained_on = reference_set(refs, args.every, trained_questions(data))
+    tuned = run(
+        env, "finetune", "--data", str(data), "--name", "grounded", "--quiet",
+        "--max-steps", str(args.steps), "--max-length", str(max_length),
+    )  # fmt: skip
+    adapter = Path(tuned["adapter_gguf"]).name
+    models = {"bundled": "base (bundled SmolLM2-135M)", adapter: "grounded-tuned"}
+    compared = run(
+        env, "eval", "compare", str(refs), "--collection", COLLECTION,
+        "--models", ",".join(models),
+    )  # fmt: skip
+    declines: dict[str, float] = {}
+    answers: dict[str, Any] = {}
+    for model in models:
+        answered = run(
+            env, "eval", "answers", str(unanswerable), "--collection", COLLECTION,
+            "--model", model,
+        )  # fmt: skip
+        answers[model] = answered
+        declines[model] = float(answered["declined_unanswerable"])
+    rows = [{**r, "label": models.get(r["model"], r["model"])} for r in compared["rows"]]
+    payload = {
+        "machine": machine(),
+        "questions": asked,
+        "left_out_as_trained_on": trained_on,
+        "unanswerable": len(unanswerable.read_text().splitlines()),
+        "pairs": args.pairs,
+        "steps": args.steps,
+        "max_length": max_length,
+        "dataset": steps.get("dataset"),
+        "finetune": tuned,
+        "rows": rows,
+        "unanswerable_declined": declines,
+        "eval_answers": answers,
+    }
+    md = (
+        f"FAQ, {asked} hand-written questions (every {args.every}th of bench/eval/faq_qa.jsonl) "
+        f"with the FAQ's own answers as references ({trained_on} left out: the model had written the same "
+        f"question for training), and {payload['unanswerable']} out-of-corpus "
+        f"questions; tuned on {args.pairs} grounded pairs the bundled model wrote from the FAQ, "
+        f"{args.steps} steps, {max_length} tokens per example.\n\n" + table(rows, declines)
+    )
+    out = write_results("grounded_tuning", payload, md)
+    print(md)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
