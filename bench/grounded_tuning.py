@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,16 @@ UNANSWERABLE = [
 ]
 REFERENCE_WORDS = 60
 COLLECTION = "faq"
+BASE, TUNED = "base (bundled SmolLM2-135M)", "grounded-tuned"
+
+
+def cached(path: Path, make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """A step's JSON, kept in the data home so that a rerun goes on from the last finished step."""
+    if path.exists():
+        return json.loads(path.read_text())
+    result = make()
+    path.write_text(json.dumps(result))
+    return result
 
 
 def page_texts(pdf: Path) -> list[str]:
@@ -127,7 +138,7 @@ def table(rows: list[dict[str, Any]], declines: dict[str, float]) -> str:
     for r in rows:
         cp = "-" if r["citation_precision"] is None else f"{r['citation_precision']:.2f}"
         ppl = "-" if r["perplexity"] is None else f"{r['perplexity']:.1f}"
-        out = f"{declines[r['model']]:.2f}" if r["retrieval"] else "-"
+        out = f"{declines[r['label']]:.2f}" if r["retrieval"] else "-"
         lines.append(
             f"| {r['label']} | {'yes' if r['retrieval'] else 'no'} | {r['f1']:.3f} "
             f"| {r['rouge_l']:.3f} | {cp} | {r['declined']:.2f} | {out} | {ppl} "
@@ -172,26 +183,26 @@ def main() -> None:
     max_length = int(steps["dataset"]["max_length"])
     refs = home / "refs.jsonl"
     asked, trained_on = reference_set(refs, args.every, trained_questions(data))
-    tuned = run(
+    tuned = cached(home / "finetune.json", lambda: run(
         env, "finetune", "--data", str(data), "--name", "grounded", "--quiet",
         "--max-steps", str(args.steps), "--max-length", str(max_length),
-    )  # fmt: skip
+    ))  # fmt: skip
     adapter = Path(tuned["adapter_gguf"]).name
-    models = {"bundled": "base (bundled SmolLM2-135M)", adapter: "grounded-tuned"}
-    compared = run(
+    models = {"bundled": BASE, adapter: TUNED}
+    compared = cached(home / "compare.json", lambda: run(
         env, "eval", "compare", str(refs), "--collection", COLLECTION,
-        "--models", ",".join(models),
-    )  # fmt: skip
+        "--models", ",".join(models), "--details",
+    ))  # fmt: skip
     declines: dict[str, float] = {}
     answers: dict[str, Any] = {}
-    for model in models:
-        answered = run(
+    for model, label in models.items():
+        answered = cached(home / f"unanswerable-{label}.json", lambda m=model: run(
             env, "eval", "answers", str(unanswerable), "--collection", COLLECTION,
-            "--model", model,
-        )  # fmt: skip
-        answers[model] = answered
-        declines[model] = float(answered["declined_unanswerable"])
-    rows = [{**r, "label": models.get(r["model"], r["model"])} for r in compared["rows"]]
+            "--model", m, "--details",
+        ))  # fmt: skip
+        answers[label] = answered
+        declines[label] = float(answered["declined_unanswerable"])
+    rows = [{**r, "label": TUNED if r["model"] == adapter else BASE} for r in compared["rows"]]
     payload = {
         "machine": machine(),
         "questions": asked,

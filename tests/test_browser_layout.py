@@ -172,7 +172,9 @@ def test_a_phone_shows_the_message_box_on_its_first_screen(
     assert message["top"] >= 0 and message["bottom"] <= 844, message
     assert chatbot["bottom"] <= message["top"], "the conversation above the message box"
     send, stop = box(page, "#send"), box(page, "#stop")
-    assert stop["right"] <= 390 and abs(send["top"] - stop["top"]) < 2, "Send and Stop beside it"
+    assert message["right"] - message["left"] >= 0.75 * 390, "the message box the whole width"
+    assert send["top"] >= message["bottom"] and send["bottom"] <= 844, "Send under it, on screen"
+    assert stop["right"] <= 390 and abs(send["top"] - stop["top"]) < 2, "Send and Stop side by side"
     settings = box(page, "#chat-collection")
     assert settings["top"] > message["bottom"], "the side columns go under the chat"
     assert clipped(page, "#chat-collection input, #model input") == []

@@ -31,8 +31,10 @@ CSS = f"""
   .chat-layout > .chat-main {{ order: -1; }}
   .chat-layout > .column {{ width: 100% !important; min-width: 0 !important; }}
   #chatbot {{ height: 48vh !important; max-height: 48vh !important; min-height: 0 !important; }}
-  .chat-main .row:has(#message) {{ flex-wrap: nowrap !important; }}
-  #send, #stop {{ min-width: 56px !important; padding-left: 8px; padding-right: 8px; }}
+  /* The message box the whole width, Send and Stop side by side under it. */
+  .chat-main .row:has(#message) {{ flex-wrap: wrap !important; gap: 6px !important; }}
+  .chat-main .row:has(#message) > .form:has(#message) {{ flex: 1 1 100% !important; min-width: 100% !important; }}
+  #send, #stop {{ flex: 1 1 40% !important; min-width: 0 !important; }}
   #header h2 {{ font-size: 1.1rem; margin: 0; }}
 }}
 """
