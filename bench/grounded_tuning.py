@@ -217,12 +217,18 @@ def main() -> None:
         "unanswerable_declined": declines,
         "eval_answers": answers,
     }
+    made_set = steps["dataset"]
     md = (
-        f"FAQ, {asked} hand-written questions (every {args.every}th of bench/eval/faq_qa.jsonl) "
-        f"with the FAQ's own answers as references ({trained_on} left out: the model had written the same "
-        f"question for training), and {payload['unanswerable']} out-of-corpus "
-        f"questions; tuned on {args.pairs} grounded pairs the bundled model wrote from the FAQ, "
-        f"{args.steps} steps, {max_length} tokens per example.\n\n" + table(rows, declines)
+        f"### Fine-tune, retrieval, or both (`bench/grounded_tuning.py`, {payload['machine']['cpus']} "
+        f"CPUs, {payload['machine']['when']})\n\n"
+        f"Debian FAQ: {asked} hand-written questions (one in {args.every} of "
+        f"bench/eval/faq_qa.jsonl, {trained_on} left out because the model had written the same "
+        f"question for training) with the FAQ's own answers as references, and "
+        f"{payload['unanswerable']} out-of-corpus questions. Tuned on {made_set['examples']} "
+        f"grounded examples ({made_set['declines']} of them declines) that the bundled model "
+        f"wrote from {args.pairs} passages ({made_set['pairs']} pairs usable), {args.steps} steps "
+        f"of LoRA at the app's defaults, {max_length} tokens per example, "
+        f"{tuned.get('_seconds', '?')} s.\n\n" + table(rows, declines)
     )
     out = write_results("grounded_tuning", payload, md)
     print(md)
