@@ -24,7 +24,7 @@ from localllm.index.adapt_score import Question
 from localllm.index.retrieve import Retriever
 from localllm.index.store import DocumentStore
 from localllm.services import Services
-from tests.conftest import RunningApp
+from tests.conftest import RunningApp, require
 from tests.rag_fixtures import clean_cli_env, clean_settings, faq_path
 
 FIRST_PAGE, PAGES = 8, 12  # 0-based: the FAQ's pages 9-20, its first chapters after the contents
@@ -281,3 +281,26 @@ def test_the_documents_tab_adapts_measures_and_discards(
     assert [row[0] for row in scores["data"]] == ["current", "adapted"]  # what was discarded
     with pytest.raises(AppError, match="no adapted embedder waiting"):
         client.predict("adapt-tab", api_name="/keep_embedder")
+
+
+def test_a_base_share_moves_the_tuned_weights_that_far_back_to_the_base() -> None:
+    """WiSE-FT (the default share 0.5): every weight halfway between the tuned and the bundled."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from localllm.index.adapt_train import blend_with_base
+    from localllm.index.embed import bundled_embedder_path
+
+    base = bundled_embedder_path()
+    require(base is not None, "the bundled embedder package is not installed")
+    model = SentenceTransformer(str(base), device="cpu", local_files_only=True)
+    original = {k: v.clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+    with torch.no_grad():
+        for value in model.state_dict().values():
+            if value.is_floating_point():
+                value.add_(1.0)  # as if training had moved every weight by 1
+    blend_with_base(model, str(base), AdaptOptions().base_share)
+    blended = model.state_dict()
+    assert AdaptOptions().base_share == 0.5
+    for name, value in original.items():
+        assert torch.allclose(blended[name], value + 0.5, atol=1e-5), name

@@ -138,6 +138,7 @@ def cmd_adapt_embedder(settings: Settings, args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         held_out=args.held_out,
         max_passages=args.max_passages,
+        base_share=args.base_share,
     )
     shown: list[str] = []
 
@@ -215,6 +216,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     adapt.add_argument(
         "--held-out", type=float, default=0.2, help="share of passages kept for measuring"
+    )
+    adapt.add_argument(
+        "--base-share",
+        type=float,
+        default=0.5,
+        help="how far the tuned weights go back to the bundled embedder's (WiSE-FT; 0: none)",
     )
     then = adapt.add_mutually_exclusive_group()
     then.add_argument(

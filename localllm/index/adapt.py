@@ -49,7 +49,9 @@ class AdaptOptions:
     held_out: float = 0.2
     max_passages: int = 200
     seed: int = 0
-    base_share: float = 0.0  # how far the tuned weights are moved back to the base (WiSE-FT)
+    # How far the tuned weights are moved back to the base (WiSE-FT); 0.5 kept the FAQ dev set
+    # as it was and the held-out gain (bench/README.md, embedder_adapt).
+    base_share: float = 0.5
 
 
 # (stage, done, total): stages questions, before, train, build, embed, after
