@@ -16,7 +16,8 @@ bench/eval/unanswerable*.jsonl), never the generated ones the model trained on. 
 is the FAQ's own answer to the question: from its `answer_start` on the gold page, up to the end of
 its second sentence (at most REFERENCE_WORDS words).
 
-    python bench/grounded_tuning.py [--pairs 120] [--steps 150] [--every 3]
+    python bench/grounded_tuning.py [--pairs 120] [--steps 36] [--every 3] [--decline-share 0.2]
+        [--keep DATA_HOME] [--results grounded_tuning]
 
 Writes bench/results/grounded_tuning.json and the grounded_tuning table in bench/README.md.
 """
@@ -150,8 +151,10 @@ def table(rows: list[dict[str, Any]], declines: dict[str, float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=120)
-    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--steps", type=int, default=36)
     parser.add_argument("--every", type=int, default=3, help="every Nth FAQ question is asked")
+    parser.add_argument("--decline-share", type=float, default=0.2)
+    parser.add_argument("--results", default="grounded_tuning", help="results/NAME.json")
     parser.add_argument("--keep", type=Path, help="the data home to use and keep (default: temp)")
     args = parser.parse_args()
 
@@ -177,6 +180,7 @@ def main() -> None:
         steps["dataset"] = run(
             env, "dataset", "docs", "--collection", COLLECTION, "--grounded",
             "--max-pairs", str(args.pairs), "--out", str(data),
+            "--decline-share", str(args.decline_share),
         )  # fmt: skip
         made.write_text(json.dumps(steps["dataset"]))
     steps["dataset"] = json.loads(made.read_text())
@@ -209,6 +213,7 @@ def main() -> None:
         "left_out_as_trained_on": trained_on,
         "unanswerable": len(unanswerable.read_text().splitlines()),
         "pairs": args.pairs,
+        "decline_share": args.decline_share,
         "steps": args.steps,
         "max_length": max_length,
         "dataset": steps.get("dataset"),
@@ -225,12 +230,13 @@ def main() -> None:
         f"bench/eval/faq_qa.jsonl, {trained_on} left out because the model had written the same "
         f"question for training) with the FAQ's own answers as references, and "
         f"{payload['unanswerable']} out-of-corpus questions. Tuned on {made_set['examples']} "
-        f"grounded examples ({made_set['declines']} of them declines) that the bundled model "
+        f"grounded examples ({made_set['declines']} of them declines, --decline-share "
+        f"{args.decline_share:g}) that the bundled model "
         f"wrote from {args.pairs} passages ({made_set['pairs']} pairs usable), {args.steps} steps "
         f"of LoRA at the app's defaults, {max_length} tokens per example, "
         f"{tuned.get('_seconds', '?')} s.\n\n" + table(rows, declines)
     )
-    out = write_results("grounded_tuning", payload, md)
+    out = write_results(args.results, payload, md)
     print(md)
     print(f"wrote {out}")
 
