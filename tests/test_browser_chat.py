@@ -50,6 +50,18 @@ def plain_chat(page: Any, temperature: str, max_tokens: str) -> None:
     set_number(page, "Max new tokens", max_tokens)
 
 
+def send_and_wait_for(page: Any, text: str, chars: int) -> None:
+    """Send `text`; return once more than `chars` characters of its answer are shown."""
+    box = page.locator("#message textarea")
+    box.fill(text)
+    box.press("Enter")
+    page.wait_for_function(
+        f"(n) => {{ const b = {LAST_ANSWER}; return b && b.innerText.trim().length > n; }}",
+        arg=chars,
+        polling=100,
+    )
+
+
 def set_number(page: Any, name: str, value: str) -> None:
     box = page.get_by_role("spinbutton", name=name)
     box.fill(value)
@@ -164,14 +176,8 @@ def test_a_stopped_or_cut_answer_is_marked_and_search_narrows_the_saved_list(
     plain_chat(page, "0", "512")  # a dragon story the bundled model makes long at temperature 0
 
     # Stop, once the answer has begun: it ends there, saved and marked.
-    box = page.locator("#message textarea")
-    box.fill(dragon)
-    box.press("Enter")
     # Long enough to hold a word of its own for the search below, well short of its end.
-    page.wait_for_function(
-        f"() => {{ const b = {LAST_ANSWER}; return b && b.innerText.trim().length > 150; }}",
-        polling=100,
-    )
+    send_and_wait_for(page, dragon, 150)
     page.locator("#stop").click()
     wait_for_text(page, "chatbot", STOPPED, timeout_ms=60_000)
     wait_for_answer(page)
@@ -273,13 +279,7 @@ def test_stop_ends_an_answer_still_waiting_for_another_pages_and_only_that_one(
     other.goto(running_app.url)
     plain_chat(other, "0", "48")
 
-    box = page.locator("#message textarea")
-    box.fill(story)
-    box.press("Enter")
-    page.wait_for_function(
-        f"() => {{ const b = {LAST_ANSWER}; return b && b.innerText.trim().length > 20; }}",
-        polling=100,
-    )
+    send_and_wait_for(page, story, 20)
     waiting = other.locator("#message textarea")
     waiting.fill(fox)
     waiting.press("Enter")
