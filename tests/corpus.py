@@ -74,6 +74,12 @@ def one_page_pdf(content: bytes, extra: Sequence[bytes] = (), trailer: bytes = b
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
         *extra,
     ]
+    return pdf_file(objects, trailer)
+
+
+def pdf_file(objects: Sequence[bytes], trailer: bytes = b"") -> bytes:
+    """A PDF of these objects, numbered from 1 (the first the catalog), with its xref table;
+    `trailer` adds entries to the trailer dictionary."""
     out = bytearray(b"%PDF-1.4\n")
     offsets = []
     for number, body in enumerate(objects, 1):

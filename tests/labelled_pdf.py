@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from tests.corpus import pdf_file
+
 # Two front-matter pages numbered i, ii; the body numbered from 1: the PDF's third page is "1".
 FRONT_AND_BODY = b"<< /Nums [0 << /S /r >> 2 << /S /D >>] >>"
 
@@ -30,17 +32,7 @@ def labelled_pdf(path: Path, pages: Sequence[str], labels: bytes | None = FRONT_
             b" /Resources << /Font << /F1 3 0 R >> >> >>" % (first_page + 2 * i + 1)
         )
         objects.append(b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream")
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\n" % (len(objects) + 1)
-    out += b"startxref\n%d\n%%%%EOF\n" % xref
-    path.write_bytes(bytes(out))
+    path.write_bytes(pdf_file(objects))
     return path
 
 

@@ -140,16 +140,21 @@ def test_documents_tab_indexes_a_dropped_file(
     assert foreign_requests(page.requested) == []
 
 
-def ingest_faq(page: Any, collection: str) -> None:
-    """Index the Debian FAQ into `collection` in the Documents tab, then ground the chat in it."""
+def index_file(page: Any, path: Path, collection: str) -> None:
+    """Index `path` into `collection` in the Documents tab, as a user drops it there."""
     page.get_by_role("tab", name="Documents").click()
     name = page.locator("#collection input")
     name.fill(collection)
     name.press("Enter")
     with page.expect_response(lambda r: "/upload" in r.url and r.ok):
-        page.locator("#upload-files input[type=file]").set_input_files(str(faq_pdf()))
+        page.locator("#upload-files input[type=file]").set_input_files(str(path))
     page.locator("#index").click()
     wait_for_text(page, "ingest-status", "Done")
+
+
+def ingest_faq(page: Any, collection: str) -> None:
+    """Index the Debian FAQ into `collection` in the Documents tab, then ground the chat in it."""
+    index_file(page, faq_pdf(), collection)
     page.get_by_role("tab", name="Chat").click()
     page.locator("#chat-collection input").click()
     page.get_by_role("option", name=collection, exact=True).click()

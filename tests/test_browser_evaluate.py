@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ARTIFACTS, RunningApp
-from tests.test_browser import foreign_requests, wait_for_text
+from tests.test_browser import foreign_requests, index_file, wait_for_text
 
 pytestmark = pytest.mark.browser
 
@@ -22,14 +22,7 @@ REFERENCE = "The heron nests by the north pond every spring."
 def index_note(page: Any, folder: Path, collection: str) -> None:
     notes = folder / "pond notes.md"
     notes.write_text(f"# Pond notes\n\n{NOTE}\n", encoding="utf-8")
-    page.get_by_role("tab", name="Documents").click()
-    name = page.locator("#collection input")
-    name.fill(collection)
-    name.press("Enter")
-    with page.expect_response(lambda r: "/upload" in r.url and r.ok):
-        page.locator("#upload-files input[type=file]").set_input_files(str(notes))
-    page.locator("#index").click()
-    wait_for_text(page, "ingest-status", "Done")
+    index_file(page, notes, collection)
 
 
 def test_evaluate_tab_compares_with_and_without_retrieval(

@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import ARTIFACTS, CHROMIUM_ARGS, RunningApp, chromium_path, require
 from tests.labelled_pdf import labelled_pdf
-from tests.test_browser import foreign_requests, wait_for_text
+from tests.test_browser import foreign_requests, index_file, wait_for_text
 
 pytestmark = pytest.mark.browser
 
@@ -81,14 +81,7 @@ def clipped(page: Any, selector: str) -> list[str]:
 
 
 def ingest(page: Any, pdf: Path) -> None:
-    page.get_by_role("tab", name="Documents").click()
-    name = page.locator("#collection input")
-    name.fill(COLLECTION)
-    name.press("Enter")
-    with page.expect_response(lambda r: "/upload" in r.url and r.ok):
-        page.locator("#upload-files input[type=file]").set_input_files(str(pdf))
-    page.locator("#index").click()
-    wait_for_text(page, "ingest-status", "Done")
+    index_file(page, pdf, COLLECTION)
     page.get_by_role("tab", name="Chat").click()
 
 
