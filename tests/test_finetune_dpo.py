@@ -26,7 +26,7 @@ from localllm.finetune.preferences import (
     saved_pairs_file,
     write_pairs,
 )
-from localllm.finetune.train_config import DEFAULTS, DPO_DEFAULTS, check_hyper
+from localllm.finetune.train_config import DEFAULTS, DPO_DEFAULTS, TrainConfigError, check_hyper
 from localllm.index.embed import Embedder
 from localllm.llm.catalog import bundled_model_path
 from tests.conftest import cli_env, require, run_cli
@@ -201,6 +201,18 @@ def test_a_dpo_run_on_a_file_of_examples_says_what_it_needs(settings, tmp_path: 
     assert jobs.list_runs(settings) == []  # nothing half-made left behind
 
 
+def test_a_4bit_base_is_for_dpo_or_qlora_and_the_tab_choice_maps_to_it():
+    from localllm.ui.finetune_dpo import method_settings
+
+    assert check_hyper({"method": "dpo", "four_bit": True}).quantized
+    assert check_hyper({"method": "qlora"}).quantized
+    assert not check_hyper({"method": "dpo"}).quantized
+    with pytest.raises(TrainConfigError, match="4-bit base is method qlora"):
+        check_hyper({"method": "lora", "four_bit": True})
+    assert method_settings("dpo-4bit") == {"method": "dpo", "four_bit": True}
+    assert method_settings("qlora") == {"method": "qlora"}
+
+
 def test_dpo_settings_have_their_own_defaults():
     dpo = check_hyper({"method": "dpo"})
     assert dpo.learning_rate == DPO_DEFAULTS["learning_rate"] != DEFAULTS["learning_rate"]
@@ -257,10 +269,12 @@ def answer_logprob(base: Path, lora: Path | None, question: str, answer: str) ->
     return total
 
 
+@pytest.mark.parametrize("four_bit", [False, True], ids=["lora", "4-bit base"])
 def test_cli_dpo_from_thumbs_exports_an_adapter_that_prefers_the_liked_answer(
-    tmp_path: Path, hf_base_cache: Path
+    tmp_path: Path, hf_base_cache: Path, four_bit: bool
 ):
-    """`localllm finetune --method dpo --json` with no --data: the pairs of the saved chats."""
+    """`localllm finetune --method dpo --json` with no --data: the pairs of the saved chats; with
+    --four-bit over the base loaded in 4 bits (QLoRA's NF4), exported the same way."""
     require(not MISSING, f"the finetune extra is not installed (missing {', '.join(MISSING)})")
     base = bundled_model_path()
     if not base.is_file():
@@ -282,6 +296,7 @@ def test_cli_dpo_from_thumbs_exports_an_adapter_that_prefers_the_liked_answer(
     done = run_cli(
         *("finetune", "--method", "dpo", "--max-steps", "4", "--learning-rate", "5e-4"),
         *("--batch-size", "2", "--samples", "1", "--bf16", "off", "--json"),
+        *(["--four-bit"] if four_bit else []),
         env=env,
         timeout=600,
     )
@@ -291,12 +306,14 @@ def test_cli_dpo_from_thumbs_exports_an_adapter_that_prefers_the_liked_answer(
     run = runs / result["run"]
     config = json.loads((run / "config.json").read_text(encoding="utf-8"))
     assert config["method"] == "dpo" and config["data"] == str((run / "pairs.jsonl").resolve())
+    assert config["four_bit"] is four_bit
     assert len(load_pairs(run / "pairs.jsonl").pairs) == len(QUESTIONS)
     # the DPO loss starts at log 2 (the adapter is zero: policy = reference) and falls
     assert result["eval_loss_before"] == pytest.approx(math.log(2), abs=1e-3)
     assert result["eval_loss_after"] < result["eval_loss_before"], result
     status = json.loads((run / "status.json").read_text(encoding="utf-8"))
     assert status["preference_accuracy"] == 1.0 and status["reward_margin"] > 0, status
+    assert (status["four_bit_layers"] > 0) is four_bit  # every linear layer of the base: NF4
     losses = [
         json.loads(line)["loss"]
         for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()

@@ -3,18 +3,26 @@ DPO once there are enough, and makes them the dataset in one click (training: te
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from localllm.chat.conversations import ConversationStore
 from localllm.finetune.preferences import MIN_PAIRS
-from localllm.ui.finetune_dpo import DPO_METHOD
+from localllm.ui.finetune_dpo import DPO_METHOD, DPO_QLORA_METHOD
 from tests.conftest import ARTIFACTS, CHROMIUM_ARGS, chromium_path, require, serving
 from tests.test_browser import wait_for_text
 from tests.test_finetune_dpo import answered
 
 pytestmark = pytest.mark.browser
+
+
+def memory_mb(estimate: str) -> float:
+    """The memory an estimate names ("about 1.2 GB of memory"), in MB."""
+    found = re.search(r"about ([\d.]+) (MB|GB) of memory", estimate)
+    assert found, estimate
+    return float(found[1]) * (1024 if found[2] == "GB" else 1)
 
 
 def test_the_tab_counts_the_pairs_and_offers_dpo_from_enough(tmp_path: Path):
@@ -70,6 +78,20 @@ def test_the_tab_counts_the_pairs_and_offers_dpo_from_enough(tmp_path: Path):
             )
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "dpo-offer.png"), full_page=True)
+            # DPO over a 4-bit base: offered beside it, and its estimate is QLoRA's, leaner
+            settled = (
+                "() => { const t = document.querySelector('#ft-estimate').innerText;"
+                " return /processing|queue/.test(t) ? '' : t.slice(t.indexOf('Estimate:')); }"
+            )
+            page.wait_for_function(settled, polling=200)
+            full = page.evaluate(settled)
+            page.get_by_label(DPO_QLORA_METHOD[0]).check()
+            page.wait_for_function(
+                f"before => {{ const now = ({settled})(); return now && now !== before; }}",
+                arg=full,
+                polling=200,
+            )
+            assert memory_mb(page.locator("#ft-estimate").inner_text()) < memory_mb(full)
         finally:
             browser.close()
     (written,) = (tmp_path / "runs" / "datasets").glob("preferences-*.jsonl")

@@ -245,6 +245,9 @@ def test_the_estimate_follows_method_steps_and_length():
     lora = estimate(135_000_000, method="lora", **common)
     qlora = estimate(135_000_000, method="qlora", **common)
     assert qlora.peak_bytes < lora.peak_bytes * 0.7 and qlora.seconds > lora.seconds
+    dpo_4bit = estimate(135_000_000, method="dpo", four_bit=True, **common)
+    assert dpo_4bit.peak_bytes == qlora.peak_bytes
+    assert estimate(135_000_000, method="dpo", **common).peak_bytes == lora.peak_bytes
     assert estimate(135_000_000, method="lora", **{**common, "steps": 200}).seconds == (
         2 * lora.seconds
     )

@@ -54,6 +54,7 @@ def cmd_finetune(settings: Settings, args: argparse.Namespace) -> int:
             "rehearsal": args.rehearsal,
             "stop_loss": args.stop_loss,
             "beta": args.beta,
+            "four_bit": args.four_bit or None,
         }
         if args.epochs and args.max_steps is None:
             hyper["max_steps"] = 0
@@ -272,6 +273,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--data, the pairs of your thumbs and regenerations",
     )
     tune.add_argument("--beta", type=float, help="dpo: how close to the base it stays (0.1)")
+    tune.add_argument(
+        "--four-bit",
+        action="store_true",
+        help="dpo: load the base in 4 bits (NF4) as QLoRA does: less memory, slower",
+    )
     tune.add_argument("--name", help="a name for the run: it names the tuned model's files")
     tune.add_argument("--max-steps", type=int)
     tune.add_argument("--epochs", type=float, help="train for epochs instead of --max-steps")

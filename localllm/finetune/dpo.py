@@ -1,5 +1,5 @@
-"""DPO over the same LoRA machinery as supervised runs (train.py): the pairs rendered with the base
-GGUF's own chat template, and TRL's DPOTrainer.
+"""DPO over the same (Q)LoRA machinery as supervised runs (train.py): the pairs rendered with the
+base GGUF's own chat template, and TRL's DPOTrainer; with four_bit the base is loaded in 4 bits.
 
 With a LoRA adapter the reference model is the base itself (TRL disables the adapter for the
 reference log-probabilities), so DPO costs no second copy of the model. A pair is trained on as
@@ -78,7 +78,8 @@ def dpo_trainer(
         **{k: v for k, v in extra.items() if k in fields},
         beta=float(config.beta),
         max_length=int(config.max_length),
-        gradient_checkpointing=False,  # LoRA on a small model: speed over memory, as in SFT runs
+        # as in SFT runs: LoRA on a small model is speed over memory, a 4-bit base memory first
+        gradient_checkpointing=config.quantized,
     )
     train_rows, validation_rows = rows
     return DPOTrainer(

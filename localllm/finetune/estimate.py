@@ -55,15 +55,16 @@ def estimate(
     mean_tokens: float,
     max_length: int,
     base_cached: bool = True,
+    four_bit: bool = False,
 ) -> Estimate:
     """Peak memory and time for `steps` steps of `batch_size` examples, plus the copy of the base
-    that a base's first run makes (`base_cached` False)."""
+    that a base's first run makes (`base_cached` False); `four_bit`: a DPO run over a 4-bit base."""
     tokens_per_step = int(batch_size * min(mean_tokens, max_length))
-    kind = "qlora" if method == "qlora" else "lora"
+    kind = "qlora" if method == "qlora" or four_bit else "lora"
     weight_bytes = parameters * WEIGHT_BYTES_PER_PARAM[kind]
     activations = tokens_per_step * parameters * ACTIVATION_BYTES[kind]
     rate = CPU_TOKENS_PER_S_135M * 135e6 / max(parameters, 1)
-    if method == "qlora":
+    if kind == "qlora":
         rate /= QLORA_SLOWDOWN
     copy = 0.0 if base_cached else BASE_COPY_S_135M * max(parameters, 1) / 135e6
     return Estimate(

@@ -317,7 +317,7 @@ def run_info(settings: Settings, run_id: str) -> RunInfo:
         step=int(status.get("step") or 0),
         max_steps=status.get("max_steps"),
         error=error,
-        method=str(config.get("method", "")),
+        method=str(config.get("method", "")) + (" 4-bit" if config.get("four_bit") else ""),
         base=str(config.get("base_name", Path(str(config.get("base_gguf", ""))).name)),
         data=str(config.get("data_name", "")),
         examples=int(status.get("examples") or 0),

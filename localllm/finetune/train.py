@@ -2,8 +2,8 @@
 
 RUN_DIR/config.json says what to do (keys and defaults in finetune.run_files): the base GGUF, the
 JSONL data, "lora", "qlora" (4-bit NF4 base through bitsandbytes) or "dpo" (LoRA on preference
-pairs, finetune.dpo) and the hyper-parameters; with "adapter_gguf" the adapter is also written
-there as a GGUF LoRA, and "samples" validation prompts are answered by the base and the tuned model
+pairs, finetune.dpo; over a 4-bit base too with "four_bit") and the hyper-parameters; with
+"adapter_gguf" the adapter is also written there as a GGUF LoRA, and "samples" validation prompts are answered by the base and the tuned model
 side by side. status.json moves through starting -> preparing -> evaluating -> running ->
 evaluating -> exporting -> done (or failed / cancelled), with the validation loss before and after
 and the general perplexity (forgetting.py) before and after; a DPO run also keeps the held-out
@@ -138,6 +138,8 @@ def _train(run_dir: Path, config: TrainConfig, resume: bool) -> None:
         base_dir = hf_base(config.base_gguf, cache)
     _check_cancel(run_dir)
     tokenizer, model = _load(base_dir, config, torch)
+    four_bit = sum(1 for m in model.modules() if type(m).__name__ == "Linear4bit")
+    update_status(run_dir, four_bit_layers=four_bit)
 
     checkpoints = run_dir / "checkpoints"
     last = get_last_checkpoint(str(checkpoints)) if resume and checkpoints.is_dir() else None
@@ -196,7 +198,7 @@ def _load(base_dir: Path, config: TrainConfig, torch: Any) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    if config.method != "qlora":
+    if not config.quantized:
         return tokenizer, AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
 
     from transformers import BitsAndBytesConfig
@@ -297,7 +299,7 @@ def _sft_arguments(config: TrainConfig, common: dict[str, Any]) -> Any:
     return SFTConfig(
         **common,
         max_length=int(config.max_length),
-        **{checkpointing: config.method == "qlora"},
+        **{checkpointing: config.quantized},
     )
 
 

@@ -52,6 +52,8 @@ class Hyper(BaseModel):
     stop_loss: float = Field(0.01, ge=0)
     # DPO: how far the tuned model may move from the base (higher: less); TRL's default
     beta: float = Field(0.1, gt=0)
+    # the base loaded in 4 bits (NF4), as QLoRA loads it: for dpo; method qlora always is
+    four_bit: bool = False
 
     @field_validator("bf16", mode="before")
     @classmethod
@@ -67,7 +69,14 @@ class Hyper(BaseModel):
     def _length(self) -> Hyper:
         if not (self.max_steps or self.epochs):
             raise ValueError("give max_steps or epochs (a positive number)")
+        if self.four_bit and self.method == "lora":
+            raise ValueError("a 4-bit base is method qlora (or dpo with four_bit)")
         return self
+
+    @property
+    def quantized(self) -> bool:
+        """Whether the base is loaded in 4 bits: QLoRA, or DPO over a 4-bit base."""
+        return self.method == "qlora" or self.four_bit
 
 
 class TrainConfig(Hyper):

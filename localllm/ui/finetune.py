@@ -23,7 +23,7 @@ from localllm.services import Services
 from localllm.ui.chat import ChatTab
 from localllm.ui.chat_view import collection_choices, default_model_name, model_choices
 from localllm.ui.finetune_documents import DOC_STYLES, documents_dataset
-from localllm.ui.finetune_dpo import PreferenceOffer, load_examples
+from localllm.ui.finetune_dpo import PreferenceOffer, load_examples, method_settings
 from localllm.ui.finetune_view import (
     LOSS_COLORS,
     LOSS_LABEL,
@@ -250,7 +250,7 @@ def build_finetune_tab(services: Services, chat: ChatTab, demo: gr.Blocks) -> No
             return f"No estimate: {e}"
         guess = estimate(
             info.parameters or 0,
-            method=how,
+            **method_settings(how),
             steps=int(n or 0) or len(loaded.examples) // max(1, int(n_batch or 1)),
             batch_size=int(n_batch or 1),
             mean_tokens=mean,
@@ -301,8 +301,8 @@ def build_finetune_tab(services: Services, chat: ChatTab, demo: gr.Blocks) -> No
                 settings,
                 path,
                 base=model,
-                method=how,
                 name=name,
+                **method_settings(how),
                 max_steps=int(n or 0),
                 epochs=float(n_epochs or 0) or None,
                 learning_rate=lr,

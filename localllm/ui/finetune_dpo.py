@@ -25,9 +25,18 @@ from localllm.finetune.train_config import DPO_DEFAULTS
 from localllm.services import Services
 from localllm.ui.finetune_view import conversation_labels, dataset_summary, preview_rows
 
-__all__ = ["DPO_METHOD", "PreferenceOffer", "load_examples"]
+__all__ = ["DPO_METHOD", "PreferenceOffer", "load_examples", "method_settings"]
 
 DPO_METHOD = ("DPO (prefer the answers you liked or kept)", "dpo")
+DPO_QLORA_METHOD = ("DPO on a 4-bit base (QLoRA: less memory, slower)", "dpo-4bit")
+DPO_CHOICES = (DPO_METHOD[1], DPO_QLORA_METHOD[1])
+
+
+def method_settings(choice: str) -> dict[str, Any]:
+    """The Method radio's value as the run's settings: "dpo-4bit" is DPO with a 4-bit base."""
+    if choice == DPO_QLORA_METHOD[1]:
+        return {"method": DPO_METHOD[1], "four_bit": True}
+    return {"method": choice}
 
 
 def preview_examples(pairs: list[PreferencePair]) -> list[Example]:
@@ -55,7 +64,7 @@ class PreferenceOffer:
     def __init__(self, services: Services, method: gr.Radio) -> None:
         self.services = services
         self.method = method
-        self.plain_methods = [c for c in method.choices if c[1] != DPO_METHOD[1]]
+        self.plain_methods = [c for c in method.choices if c[1] not in DPO_CHOICES]
         self.note = gr.Markdown(elem_id="ft-pairs")
         self.use = gr.Button(
             "Train on my preference pairs (DPO)", visible=False, elem_id="ft-use-pairs"
@@ -68,7 +77,9 @@ class PreferenceOffer:
         )
 
     def methods(self, dpo: bool) -> list[tuple[str, str]]:
-        return [*self.plain_methods, DPO_METHOD] if dpo else list(self.plain_methods)
+        if not dpo:
+            return list(self.plain_methods)
+        return [*self.plain_methods, DPO_METHOD, DPO_QLORA_METHOD]
 
     def offer(self) -> tuple[Any, ...]:
         count = len(self.pairs())
@@ -101,8 +112,9 @@ class PreferenceOffer:
     def follow(self, path: str, current: str) -> Any:
         """A dataset of pairs brings DPO; another dataset takes it away if it was chosen."""
         if path and is_pairs_file(path):
-            return gr.update(choices=self.methods(True), value=DPO_METHOD[1])
-        return gr.update(value="lora") if current == DPO_METHOD[1] else gr.update()
+            chosen = current if current in DPO_CHOICES else DPO_METHOD[1]
+            return gr.update(choices=self.methods(True), value=chosen)
+        return gr.update(value="lora") if current in DPO_CHOICES else gr.update()
 
     def wire(self, demo: gr.Blocks, dataset_outputs: list[Any], steps: Any, rate: Any) -> None:
         """dataset_outputs: the tab's (dataset path, summary, preview)."""
