@@ -270,6 +270,20 @@ def test_cli_compare_json(space: Workspace) -> None:
         assert (row["citation_precision"] is None) == (not row["retrieval"])
 
 
+def test_cli_compare_in_one_mode(space: Workspace) -> None:
+    qa = write_lines(space.root / "one.jsonl", QA[:1])
+    result = run_cli(
+        *("eval", "compare", str(qa), "--collection", "faq"),
+        *("--models", BUNDLED_FILE, "--retrieval", "without", "--json"),
+        env=space.env(),
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)["rows"]
+    assert [(r["model"], r["retrieval"]) for r in rows] == [(BUNDLED_FILE, False)]
+    assert rows[0]["citation_precision"] is None and rows[0]["f1"] >= 0
+
+
 def test_cli_generate_never_overwrites_a_question_set(space: Workspace) -> None:
     before = space.qa.read_text(encoding="utf-8")
     result = run_cli(

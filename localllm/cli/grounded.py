@@ -121,8 +121,9 @@ def _compare(settings: Settings, args: argparse.Namespace) -> int:
                 print(f"\nwrote {len(items)} questions to {qa_path}", file=sys.stderr)
         items = load_qa(qa_path, need_answer=True)
         params = params_from_settings(settings, temperature=0.0, seed=0, max_tokens=args.max_tokens)
+        modes = {"both": (True, False), "with": (True,), "without": (False,)}[args.retrieval]
         result = compare_models(
-            services, items, args.collection, models, params=params, progress=show
+            services, items, args.collection, models, params=params, modes=modes, progress=show
         )
         if args.json:
             print_json(result.to_dict(details=args.details))
@@ -228,6 +229,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="compare: first write N questions with answers from the collection to QA.jsonl",
     )
     evaluate.add_argument("--max-tokens", type=int, help="compare: longest answer, in tokens")
+    evaluate.add_argument(
+        "--retrieval",
+        choices=["both", "with", "without"],
+        default="both",
+        help="compare: each model with and without retrieval (both), or in one mode only",
+    )
     evaluate.add_argument(
         "--details", action="store_true", help="per-question results (answers, compare)"
     )
