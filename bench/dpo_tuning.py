@@ -31,7 +31,17 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import machine, write_results
-from grounded_tuning import COLLECTION, FAQ, QUESTIONS, ROOT, cached, page_texts, reference, run
+from grounded_tuning import (
+    COLLECTION,
+    FAQ,
+    QUESTIONS,
+    ROOT,
+    cached,
+    page_texts,
+    reference,
+    run,
+    table,
+)
 
 KEEP_F1 = 0.5  # a base answer this close to the FAQ's is not one a user would thumb down
 BASE, TUNED = "base (bundled SmolLM2-135M)", "DPO-tuned"
@@ -71,22 +81,6 @@ def save_feedback(store_path: Path, answers: list[dict[str, Any]]) -> dict[str, 
                 store.rate(store.add_message(conversation, "assistant", text), rating)
             disliked += 1
     return {"pairs": disliked, "base_answers_kept": kept}
-
-
-def table(rows: list[dict[str, Any]]) -> str:
-    lines = [
-        "| model | retrieval | token F1 | ROUGE-L | citation precision | declined "
-        "| perplexity of the reference | s / answer |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        cp = "-" if r["citation_precision"] is None else f"{r['citation_precision']:.2f}"
-        ppl = "-" if r["perplexity"] is None else f"{r['perplexity']:.1f}"
-        lines.append(
-            f"| {r['label']} | {'yes' if r['retrieval'] else 'no'} | {r['f1']:.3f} "
-            f"| {r['rouge_l']:.3f} | {cp} | {r['declined']:.2f} | {ppl} | {r['seconds']:.1f} |"
-        )
-    return "\n".join(lines)
 
 
 def main() -> None:

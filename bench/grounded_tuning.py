@@ -130,19 +130,23 @@ def run(env: dict[str, str], *args: str) -> dict[str, Any]:
     return result
 
 
-def table(rows: list[dict[str, Any]], declines: dict[str, float]) -> str:
+def table(rows: list[dict[str, Any]], declines: dict[str, float] | None = None) -> str:
+    """The compare rows as a table; with `declines` (per label), the out-of-corpus column too."""
+    out_column = " out-of-corpus declined |" if declines is not None else ""
     lines = [
         "| model | retrieval | token F1 | ROUGE-L | citation precision | declined (answerable) "
-        "| out-of-corpus declined | perplexity of the reference | s / answer |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"|{out_column} perplexity of the reference | s / answer |",
+        "|---|---|---|---|---|---|" + ("---|" if declines is not None else "") + "---|---|",
     ]
     for r in rows:
         cp = "-" if r["citation_precision"] is None else f"{r['citation_precision']:.2f}"
         ppl = "-" if r["perplexity"] is None else f"{r['perplexity']:.1f}"
-        out = f"{declines[r['label']]:.2f}" if r["retrieval"] else "-"
+        out = ""
+        if declines is not None:
+            out = f" {declines[r['label']]:.2f} |" if r["retrieval"] else " - |"
         lines.append(
             f"| {r['label']} | {'yes' if r['retrieval'] else 'no'} | {r['f1']:.3f} "
-            f"| {r['rouge_l']:.3f} | {cp} | {r['declined']:.2f} | {out} | {ppl} "
+            f"| {r['rouge_l']:.3f} | {cp} | {r['declined']:.2f} |{out} {ppl} "
             f"| {r['seconds']:.1f} |"
         )
     return "\n".join(lines)
