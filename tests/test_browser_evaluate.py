@@ -51,4 +51,11 @@ def test_evaluate_tab_compares_with_and_without_retrieval(
         polling=200,
     )
     page.screenshot(path=str(ARTIFACTS / "evaluate.png"), full_page=True)
+
+    # one mode only: the model answers without the documents, one row
+    page.locator("#ev-modes").get_by_label("with retrieval", exact=True).uncheck()
+    page.locator("#ev-run").click()
+    wait_for_text(page, "ev-status", "1 row over")
+    table = page.locator("#ev-table").inner_text()
+    assert table.count("SmolLM2") == 1 and "without" in table, table
     assert foreign_requests(page.requested) == []

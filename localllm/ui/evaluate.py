@@ -1,5 +1,6 @@
 """Evaluate tab: the user's questions (a JSONL file, or written from a collection), the models to
-compare, each answering with and without retrieval; one table and a bar chart of the scores."""
+compare, each answering with and without retrieval (or in one mode); one table and a bar chart of
+the scores."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from localllm.services import Services
 from localllm.ui.chat_view import collection_choices, default_model_name, model_choices
 
 SOURCES = ["A question file (JSONL)", "Questions written from the collection"]
+MODES = {"with retrieval": True, "without retrieval": False}  # the order rows come in
 COLUMNS = [
     "Model",
     "Retrieval",
@@ -75,7 +77,8 @@ def chart_frame(result: Comparison) -> pd.DataFrame:
 
 def summary(result: Comparison, written: Path | None) -> str:
     lines = [
-        f"**{len(result.rows)} rows** over {result.questions} "
+        f"**{len(result.rows)} {'row' if len(result.rows) == 1 else 'rows'}** over "
+        f"{result.questions} "
         + ("question" if result.questions == 1 else "questions")
         + (f" from collection **{result.collection}**." if result.collection else ".")
     ]
@@ -120,6 +123,9 @@ def build_evaluate_tab(services: Services, tab: gr.Tab) -> None:
                 value=[name] if (name := default_model_name(services)) else [],
                 multiselect=True,
                 elem_id="ev-models",
+            )
+            modes = gr.CheckboxGroup(
+                list(MODES), value=list(MODES), label="Answer", elem_id="ev-modes"
             )
             with gr.Row():
                 run = gr.Button("Compare", variant="primary", elem_id="ev-run")
@@ -173,12 +179,16 @@ def build_evaluate_tab(services: Services, tab: gr.Tab) -> None:
         n: float | None,
         name: str | None,
         chosen: list[str] | None,
+        answer_modes: list[str] | None = None,
         bar: gr.Progress = gr.Progress(),
     ) -> tuple[Any, ...]:
         if not name:
             raise gr.Error("pick a collection (add documents in the Documents tab)")
         if not chosen:
             raise gr.Error("pick at least one model")
+        picked = list(MODES) if answer_modes is None else answer_modes
+        if not picked:
+            raise gr.Error("pick with retrieval, without, or both")
         cancel.clear()
 
         def report(done: int, total: int, message: str) -> None:
@@ -192,6 +202,7 @@ def build_evaluate_tab(services: Services, tab: gr.Tab) -> None:
                 name,
                 chosen,
                 params=params_from_settings(settings, temperature=0.0, seed=0),
+                modes=[MODES[m] for m in MODES if m in picked],
                 progress=report,
                 cancel=cancel,
             )
@@ -208,7 +219,7 @@ def build_evaluate_tab(services: Services, tab: gr.Tab) -> None:
     tab.select(refresh, [collection, models], [collection, models], api_name=False)
     run.click(
         on_run,
-        [source, upload, count, collection, models],
+        [source, upload, count, collection, models, modes],
         [status, table, chart],
         api_name="evaluate_compare",
     )
