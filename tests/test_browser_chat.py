@@ -298,3 +298,42 @@ def test_stop_ends_an_answer_still_waiting_for_another_pages_and_only_that_one(
     assert STOPPED not in page.locator("#chatbot .message.bot").last.inner_text()
     assert foreign_requests(page.requested) == []
     context.close()
+
+
+def test_stop_ends_an_edited_question_still_waiting_for_another_pages(
+    page: Any, running_app: RunningApp, saved: ConversationStore
+) -> None:
+    """The last question edited while another page's answer is being written: the edit's answer
+    waits in the queue, and a Stop pressed then ends it as soon as its turn comes."""
+    story = "Write a long story about a mountain shepherd."
+    owl, wren = "Write one sentence about an owl.", "Write one sentence about a wren."
+    page.goto(running_app.url)
+    plain_chat(page, "0", "400")
+    context = page.context.browser.new_context(viewport={"width": 1280, "height": 900})
+    other = context.new_page()
+    other.set_default_timeout(180_000)
+    other.goto(running_app.url)
+    plain_chat(other, "0", "24")
+    ask(other, owl)
+    conversation = conversation_titled(saved, owl)
+
+    send_and_wait_for(page, story, 20)
+    other.locator("#chatbot button[aria-label='Edit']").last.click()
+    other.locator("#chatbot textarea").fill(wren)
+    other.locator("#chatbot button[aria-label='Submit']").click()
+    other.wait_for_function(
+        "() => [...document.querySelectorAll('#chatbot .progress-text')]"
+        ".some(e => e.innerText.includes('queue'))",
+        polling=100,
+    )
+    other.locator("#stop").click()
+
+    wait_for_text(other, "chatbot", STOPPED)
+    wait_for_answer(other)
+    wait_for_answer(page)
+    asked, stopped = saved.messages(conversation)
+    assert asked.content == wren and stopped.details == {"cut": "stopped"}
+    assert len(stopped.content.split()) < 10, "ended at once, not answered"
+    told = saved.messages(conversation_titled(saved, story))[-1]
+    assert told.details != {"cut": "stopped"} and len(told.content.split()) > 60
+    context.close()

@@ -245,7 +245,9 @@ def build_chat_tab(services: Services) -> ChatTab:
     click = send.click(**ask).then(events.respond, inputs, api_name=False, **llm)
     again = [conversation, display, model, collection, only, *parameters.inputs]
     retry = chatbot.retry(**ask).then(events.regenerate, again, api_name=False, **llm)
-    # Not `.then`: the edit's EditData (which message, its new text) comes with its own event.
+    # Not `.then`: the edit's EditData (which message, its new text) comes with its own event, so
+    # its mark is a second listener of the same event (Answering.queued keeps a live answer's).
+    chatbot.edit(**ask)
     edit = chatbot.edit(events.edit, again, api_name=False, **llm)
     answers = [submit, click, retry, edit]
     stop.click(events.stop, None, None, api_name=False)

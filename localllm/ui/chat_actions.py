@@ -90,8 +90,11 @@ class Answering:
 
     def queued(self, page: str) -> None:
         """The page asked for an answer, which may wait for another page's: a Stop from now on
-        counts for it."""
+        counts for it. An answer already being written keeps its place: an edit's mark comes
+        beside its answering event, not before it, and may arrive after it started."""
         with self._lock:
+            if self._replies.get(page) is not None:
+                return
             self._replies[page] = None
             self._stopped.discard(page)
 
