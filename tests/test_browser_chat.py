@@ -259,6 +259,27 @@ def test_a_grounded_answer_regenerated_keeps_its_sources(
     assert foreign_requests(page.requested) == []
 
 
+def two_pages(page: Any, url: str, other_tokens: str) -> tuple[Any, Any]:
+    """`page` set for a long answer, and a second page (its own browser context) for short ones."""
+    page.goto(url)
+    plain_chat(page, "0", "400")
+    context = page.context.browser.new_context(viewport={"width": 1280, "height": 900})
+    other = context.new_page()
+    other.set_default_timeout(180_000)
+    other.goto(url)
+    plain_chat(other, "0", other_tokens)
+    return context, other
+
+
+def wait_in_queue(page: Any) -> None:
+    """Until the page's Chatbot shows its answer's place in the queue."""
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#chatbot .progress-text')]"
+        ".some(e => e.innerText.includes('queue'))",
+        polling=100,
+    )
+
+
 def test_stop_ends_an_answer_still_waiting_for_another_pages_and_only_that_one(
     page: Any, running_app: RunningApp, saved: ConversationStore
 ) -> None:
@@ -266,24 +287,14 @@ def test_stop_ends_an_answer_still_waiting_for_another_pages_and_only_that_one(
     Stop, pressed while it waits, ends it as soon as its turn comes; the first page's answer goes
     on to its end."""
     story, fox = "Write a long story about a lighthouse keeper.", "Write one sentence about a fox."
-    page.goto(running_app.url)
-    plain_chat(page, "0", "400")
-    context = page.context.browser.new_context(viewport={"width": 1280, "height": 900})
-    other = context.new_page()
-    other.set_default_timeout(180_000)
-    other.goto(running_app.url)
-    plain_chat(other, "0", "48")
+    context, other = two_pages(page, running_app.url, "48")
 
     send_and_wait_for(page, story, 20)
     waiting = other.locator("#message textarea")
     waiting.fill(fox)
     waiting.press("Enter")
     # Its answer waits: the Chatbot shows its place in the queue, the question not yet.
-    other.wait_for_function(
-        "() => [...document.querySelectorAll('#chatbot .progress-text')]"
-        ".some(e => e.innerText.includes('queue'))",
-        polling=100,
-    )
+    wait_in_queue(other)
     assert fox not in other.locator("#chatbot").inner_text()
     other.locator("#stop").click()
 
@@ -307,13 +318,7 @@ def test_stop_ends_an_edited_question_still_waiting_for_another_pages(
     waits in the queue, and a Stop pressed then ends it as soon as its turn comes."""
     story = "Write a long story about a mountain shepherd."
     owl, wren = "Write one sentence about an owl.", "Write one sentence about a wren."
-    page.goto(running_app.url)
-    plain_chat(page, "0", "400")
-    context = page.context.browser.new_context(viewport={"width": 1280, "height": 900})
-    other = context.new_page()
-    other.set_default_timeout(180_000)
-    other.goto(running_app.url)
-    plain_chat(other, "0", "24")
+    context, other = two_pages(page, running_app.url, "24")
     ask(other, owl)
     conversation = conversation_titled(saved, owl)
 
@@ -321,11 +326,7 @@ def test_stop_ends_an_edited_question_still_waiting_for_another_pages(
     other.locator("#chatbot button[aria-label='Edit']").last.click()
     other.locator("#chatbot textarea").fill(wren)
     other.locator("#chatbot button[aria-label='Submit']").click()
-    other.wait_for_function(
-        "() => [...document.querySelectorAll('#chatbot .progress-text')]"
-        ".some(e => e.innerText.includes('queue'))",
-        polling=100,
-    )
+    wait_in_queue(other)
     other.locator("#stop").click()
 
     wait_for_text(other, "chatbot", STOPPED)
