@@ -269,12 +269,17 @@ def answer_logprob(base: Path, lora: Path | None, question: str, answer: str) ->
     return total
 
 
-@pytest.mark.parametrize("four_bit", [False, True], ids=["lora", "4-bit base"])
+@pytest.mark.parametrize(
+    ("four_bit", "bf16"),
+    [(False, "off"), (True, "off"), (True, "on")],
+    ids=["lora", "4-bit base, fp32", "4-bit base, bf16"],
+)
 def test_cli_dpo_from_thumbs_exports_an_adapter_that_prefers_the_liked_answer(
-    tmp_path: Path, hf_base_cache: Path, four_bit: bool
+    tmp_path: Path, hf_base_cache: Path, four_bit: bool, bf16: str
 ):
     """`localllm finetune --method dpo --json` with no --data: the pairs of the saved chats; with
-    --four-bit over the base loaded in 4 bits (QLoRA's NF4), exported the same way."""
+    --four-bit over the base loaded in 4 bits (QLoRA's NF4), exported the same way. Both precision
+    paths are forced, whichever this CPU would choose."""
     require(not MISSING, f"the finetune extra is not installed (missing {', '.join(MISSING)})")
     base = bundled_model_path()
     if not base.is_file():
@@ -295,7 +300,7 @@ def test_cli_dpo_from_thumbs_exports_an_adapter_that_prefers_the_liked_answer(
     )
     done = run_cli(
         *("finetune", "--method", "dpo", "--max-steps", "4", "--learning-rate", "5e-4"),
-        *("--batch-size", "2", "--samples", "1", "--bf16", "off", "--json"),
+        *("--batch-size", "2", "--samples", "1", "--bf16", bf16, "--json"),
         *(["--four-bit"] if four_bit else []),
         env=env,
         timeout=600,
@@ -303,10 +308,13 @@ def test_cli_dpo_from_thumbs_exports_an_adapter_that_prefers_the_liked_answer(
     assert done.returncode == 0, done.stderr[-4000:]
     result = json.loads(done.stdout)
     assert result["state"] == "done", result
+    assert result["bf16"] is (bf16 == "on")
     run = runs / result["run"]
     config = json.loads((run / "config.json").read_text(encoding="utf-8"))
     assert config["method"] == "dpo" and config["data"] == str((run / "pairs.jsonl").resolve())
     assert config["four_bit"] is four_bit
+    listed = json.loads(run_cli("runs", "--json", env=env, timeout=120).stdout)["runs"]
+    assert [r["method"] for r in listed] == ["dpo"]  # the 4-bit base is its own setting
     assert len(load_pairs(run / "pairs.jsonl").pairs) == len(QUESTIONS)
     # the DPO loss starts at log 2 (the adapter is zero: policy = reference) and falls
     assert result["eval_loss_before"] == pytest.approx(math.log(2), abs=1e-3)

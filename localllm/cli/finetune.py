@@ -129,7 +129,7 @@ def cmd_runs(settings: Settings, args: argparse.Namespace) -> int:
         if r.eval_loss_before is not None and r.eval_loss_after is not None:
             loss = f"  val loss {r.eval_loss_before:.3f} -> {r.eval_loss_after:.3f}"
         named = f"  “{r.name}”" if r.name else ""
-        print(f"{r.id}{named}  {r.state:<10} {r.method:<5} {r.base}  steps {steps}{loss}")
+        print(f"{r.id}{named}  {r.state:<10} {r.method_shown:<5} {r.base}  steps {steps}{loss}")
         if r.error and r.state != "done":
             print(f"    {r.error}")
     return 0

@@ -89,6 +89,11 @@ class RunInfo:
         """How a person knows the run: its name, else its id."""
         return self.name or self.id
 
+    @property
+    def method_shown(self) -> str:
+        """The method as lists show it: "dpo 4-bit" for DPO over a 4-bit base."""
+        return self.method + (" 4-bit" if self.config.get("four_bit") else "")
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -317,7 +322,7 @@ def run_info(settings: Settings, run_id: str) -> RunInfo:
         step=int(status.get("step") or 0),
         max_steps=status.get("max_steps"),
         error=error,
-        method=str(config.get("method", "")) + (" 4-bit" if config.get("four_bit") else ""),
+        method=str(config.get("method", "")),
         base=str(config.get("base_name", Path(str(config.get("base_gguf", ""))).name)),
         data=str(config.get("data_name", "")),
         examples=int(status.get("examples") or 0),

@@ -3,8 +3,8 @@
 RUN_DIR/config.json says what to do (keys and defaults in finetune.run_files): the base GGUF, the
 JSONL data, "lora", "qlora" (4-bit NF4 base through bitsandbytes) or "dpo" (LoRA on preference
 pairs, finetune.dpo; over a 4-bit base too with "four_bit") and the hyper-parameters; with
-"adapter_gguf" the adapter is also written there as a GGUF LoRA, and "samples" validation prompts are answered by the base and the tuned model
-side by side. status.json moves through starting -> preparing -> evaluating -> running ->
+"adapter_gguf" the adapter is also written there as a GGUF LoRA, and "samples" validation prompts
+are answered by the base and the tuned model side by side. status.json moves through starting -> preparing -> evaluating -> running ->
 evaluating -> exporting -> done (or failed / cancelled), with the validation loss before and after
 and the general perplexity (forgetting.py) before and after; a DPO run also keeps the held-out
 preference accuracy and reward margin at its end.

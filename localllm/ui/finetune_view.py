@@ -109,7 +109,7 @@ def runs_table(runs: list[RunInfo]) -> list[list[str]]:
             r.id,
             r.name,
             r.state,
-            r.method,
+            r.method_shown,
             r.base,
             r.data,
             f"{r.step}/{r.max_steps}" if r.max_steps else str(r.step),
@@ -136,7 +136,7 @@ def status_markdown(run: RunInfo | None) -> str:
     if run is None:
         return "No run selected."
     named = f"**{html.escape(run.name)}** ({run.id})" if run.name else f"**{run.id}**"
-    lines = [f"{named} · {run.state} · {run.method} on {run.base} · {run.examples} examples"]
+    lines = [f"{named} · {run.state} · {run.method_shown} on {run.base} · {run.examples} examples"]
     if run.truncated:
         lines.append(f"{run.truncated} examples are longer than the max length and are cut.")
     if run.eval_loss_before is not None and run.perplexity_before is not None:
