@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from localllm.chat.conversations import ConversationStore
+from localllm.chat.conversations import ConversationStore, StoredMessage
 from localllm.chat.sources import highlighted, squash
 from localllm.index.pages import render_page
 from localllm.rag.prompt import Source
@@ -38,6 +38,30 @@ def answer_marks(page: Any) -> dict[str, Any]:
         "links": citation_links(page),
         "fold": folds.first.text_content() if folds.count() else None,
     }
+
+
+def last_answer(store: ConversationStore, question: str) -> StoredMessage:
+    """The saved answer of the conversation that asked `question` first."""
+    [chat] = [c for c in store.conversations() if c.title == question]
+    return [m for m in store.messages(chat.id) if m.role == "assistant"][-1]
+
+
+def assert_marks_as_saved(marks: dict[str, Any], answer: StoredMessage) -> None:
+    """The marks shown are those of the saved answer's check: a link per [n] of a source, each to
+    that answer, and the model's own words folded when what is shown is not what it wrote."""
+    numbers = {s["n"] for s in answer.sources}
+    cites = [int(n) for n in re.findall(r"\[(\d+)\]", answer.content) if int(n) in numbers]
+    assert len(marks["links"]) == len(cites), (marks, answer.content)
+    for href in marks["links"]:
+        cited = Citation.parse(href.split("#cite-", 1)[1])
+        assert cited is not None and cited.message_id == answer.id, href
+    model_text = answer.details.get("model_answer")
+    folded = answer.details.get("outcome") in ("quoted", "unsupported") and model_text not in (
+        None,
+        "",
+        answer.content,
+    )
+    assert (marks["fold"] is not None) == folded, (marks, answer.details.get("outcome"))
 
 
 def highlight_mask(image: Image.Image) -> np.ndarray:

@@ -11,7 +11,12 @@ from urllib.parse import urlsplit
 import pytest
 
 from localllm.chat.conversations import ConversationStore
-from tests.browser_citations import answer_marks, check_citation, citation_links
+from tests.browser_citations import (
+    answer_marks,
+    assert_marks_as_saved,
+    check_citation,
+    last_answer,
+)
 from tests.browser_deletes import arm, armed_look, disarmed, listed_options, settle
 from tests.conftest import ARTIFACTS, RunningApp
 from tests.corpus import corpus_file
@@ -276,45 +281,50 @@ def test_a_citation_shows_its_sentences_support_and_a_reload_keeps_the_marks(
     page: Any, running_app: RunningApp
 ) -> None:
     """Each [n] of a grounded answer opens its source's page with its own sentence's support
-    highlighted; a reloaded page reopens each answer with its unsupported marks, its citation
-    links and the model's own words folded, as they were when answered."""
-    conffiles, testing, earth = (  # what the bundled model answers at temperature 0:
-        "How many Debian distributions are there?",  # two spans of one source, one per link
-        "Where is a player for Flash (SWF)?",  # claims no source supports
-        "What is a Virtual Package?",  # the passage under the FAQ's own heading: a quote
+    highlighted; each answer shows the marks its saved check gives it (a link per [n], the model's
+    own words folded when they were not shown), and a reloaded page reopens it with the same.
+    Which marks an answer gets depends on what the bundled model writes on this CPU (stop 23's
+    CI, on another CPU, got one link where this test once demanded two), so this test holds for
+    any answer; tests/test_ui_views.py shows each kind of mark from a fixed answer."""
+    questions = (
+        "How many Debian distributions are there?",
+        "Where is a player for Flash (SWF)?",
+        "What is a Virtual Package?",
     )
     page.goto(running_app.url)
     ingest_faq(page, "faq-cite")
     page.get_by_role("button", name="Parameters").click()
     temperature = page.get_by_role("spinbutton", name="Temperature")
-    temperature.fill("0")  # the same answers every run
+    temperature.fill("0")  # the same answers every run on one machine
     temperature.press("Enter")
     longest = page.get_by_role("spinbutton", name="Max new tokens")
     longest.fill("128")  # short answers, in time on 2 busy cores
     longest.press("Enter")
     saved = ConversationStore(running_app.models_dir.parent / "data" / "conversations.sqlite3")
     try:
-        ask(page, conffiles)
-        links = citation_links(page)
-        assert len(set(links)) >= 2, links
-        _, told_apart = check_citation(page, saved, faq_pdf(), links[0], None)
-        assert told_apart >= 1, "its lines are fewer than the whole passage's or all its spans'"
-        page.screenshot(path=str(ARTIFACTS / "citation.png"), full_page=True)
-        marks = {conffiles: answer_marks(page)}
-        for question in (testing, earth):
-            page.locator("#new-chat").click()
-            page.wait_for_function("() => !document.querySelector('#chatbot .message')")
+        marks: dict[str, dict[str, Any]] = {}
+        clicked = False
+        for question in questions:
+            if marks:
+                page.locator("#new-chat").click()
+                page.wait_for_function("() => !document.querySelector('#chatbot .message')")
             ask(page, question)
             marks[question] = answer_marks(page)
-        assert marks[testing]["unsupported"] > 0 and marks[testing]["links"], marks[testing]
-        assert marks[earth]["links"] and "Show the unsupported answer" in marks[earth]["fold"]
+            assert_marks_as_saved(marks[question], last_answer(saved, question))
+            if marks[question]["links"] and not clicked:  # no page shown yet: `before` is None
+                check_citation(page, saved, faq_pdf(), marks[question]["links"][0], None)
+                page.screenshot(path=str(ARTIFACTS / "citation.png"), full_page=True)
+                clicked = True
+        assert clicked, f"no answer cited a source: {marks}"
 
         page.reload()
+        clicked = False
         for question, before in marks.items():
             open_saved(page, question)
             assert answer_marks(page) == before, question
-        links = citation_links(page)  # the Virtual Package quote's own passage
-        check_citation(page, saved, faq_pdf(), links[-1], None)
+            if before["links"] and not clicked:
+                check_citation(page, saved, faq_pdf(), before["links"][-1], None)
+                clicked = True
     finally:
         saved.close()
     assert foreign_requests(page.requested) == []
