@@ -166,12 +166,24 @@ def test_compare_two_models_with_and_without_retrieval(space: Workspace) -> None
         assert row.perplexity is not None and math.isfinite(row.perplexity)
         assert row.perplexity > 1.0
         assert row.seconds > 0.0
+        answers = [
+            a for a in result.answers if (a["model"], a["retrieval"]) == (row.model, row.retrieval)
+        ]
         if row.retrieval:
             # two of the three lines have a gold page: a share of those two
-            assert row.citation_precision in (0.0, 0.5, 1.0)
+            assert row.gold_page_cited in (0.0, 0.5, 1.0)
             assert row.cited is not None and row.cited > 0.0  # the grounded answers cite
+            # of the sources each answer cites, the share holding its gold page, averaged
+            shares = [
+                a["citation_precision"] for a in answers if a["citation_precision"] is not None
+            ]
+            assert shares and all(0.0 <= p <= 1.0 for p in shares)
+            assert row.citation_precision == pytest.approx(sum(shares) / len(shares), abs=1e-4)
+            assert (row.citation_precision > 0) == (row.gold_page_cited > 0)
         else:
             assert row.citation_precision is None and row.cited is None
+            assert row.gold_page_cited is None
+            assert all(a["citation_precision"] is None for a in answers)
     base_on, base_off, _, tuned_off = result.rows
     # the sources hold the answers: the reference is likelier given them
     assert base_on.perplexity is not None and base_off.perplexity is not None

@@ -129,7 +129,8 @@ def _compare(settings: Settings, args: argparse.Namespace) -> int:
             print_json(result.to_dict(details=args.details))
             return 0
         print(file=sys.stderr)
-        columns = ("model", "retrieval", "f1", "rouge_l", "citation_precision", "declined")
+        columns = ("model", "retrieval", "f1", "rouge_l", "citation_precision", "gold_page_cited")
+        columns += ("declined",)
         columns += ("perplexity", "seconds")
         print("  ".join(columns))
         for row in result.to_dict()["rows"]:

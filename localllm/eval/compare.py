@@ -4,9 +4,10 @@ answers.
 
 With retrieval an answer is the Chat tab's grounded answer (ChatService, attribution included);
 without, the Chat tab's plain chat. Scores per row: token F1 and ROUGE-L of the answer shown (its
-[n] marks removed) against the reference; citation_precision, the share of answers to lines with a
-gold doc/page that cite a source holding that page (`eval answers`' cited_has_page; null without
-retrieval or gold pages); declined, the share of answers that are the decline; perplexity of the
+[n] marks removed) against the reference; citation_precision, of the sources an answer cites, the
+share holding the line's gold doc/page, averaged over the answers that cite any (`eval answers`'
+citation_precision; null without retrieval or gold pages); gold_page_cited, the share of answers
+citing a source that holds it (`eval answers`' cited_has_page); declined, the share of answers that are the decline; perplexity of the
 reference answers given the very prompt the model answered from (its sources, with retrieval);
 seconds per answer (the search, the prompt and the answer; not the perplexity).
 """
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from localllm.errors import LocalLLMError
 from localllm.eval.metrics import QAItem
-from localllm.eval.runs import cites_gold_page
+from localllm.eval.runs import cited_precision, cites_gold_page
 from localllm.eval.text_scores import rouge_l, token_f1
 from localllm.llm.base import GenerationParams
 from localllm.llm.catalog import adapter_base, resolve
@@ -54,6 +55,7 @@ class CompareRow:
     seconds: float
     questions: int
     cited: float | None = None  # with retrieval: answers citing any source at all
+    gold_page_cited: float | None = None  # with retrieval: answers citing the gold page
 
     def to_dict(self) -> dict[str, Any]:
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
@@ -85,6 +87,7 @@ class _Tally:
     rouge: list[float] = field(default_factory=list)
     declined: list[bool] = field(default_factory=list)
     gold_cited: list[bool] = field(default_factory=list)
+    precision: list[float] = field(default_factory=list)
     cited: list[bool] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     logprob: float = 0.0
@@ -97,7 +100,7 @@ class _Tally:
             retrieval=retrieval,
             f1=_mean(self.f1),
             rouge_l=_mean(self.rouge),
-            citation_precision=_mean(self.gold_cited) if self.gold_cited else None,
+            citation_precision=_mean(self.precision) if self.precision else None,
             declined=_mean(self.declined),
             perplexity=(
                 math.exp(min(-self.logprob / self.tokens, 50.0))
@@ -107,6 +110,7 @@ class _Tally:
             seconds=_mean(self.seconds),
             questions=len(self.f1),
             cited=_mean(self.cited) if retrieval else None,
+            gold_page_cited=_mean(self.gold_cited) if self.gold_cited else None,
         )
 
 
@@ -228,12 +232,14 @@ def _score(
     tally.declined.append(declined)
     tally.seconds.append(answered.seconds)
     grounded = answer.grounded
-    gold_cited = None
+    gold_cited, precision = None, None
     if retrieval and grounded is not None:
         tally.cited.append(bool(grounded.cited))
         if item.doc and item.page:
             gold_cited = cites_gold_page(grounded, item)
             tally.gold_cited.append(gold_cited)
+            if (precision := cited_precision(grounded, item)) is not None:
+                tally.precision.append(precision)
     perplexity = _reference_logprob(answer, reference, tally)
     return {
         "question": item.question,
@@ -243,6 +249,7 @@ def _score(
         "rouge_l": round(rouge, 4),
         "declined": declined,
         "cites_gold_page": gold_cited,
+        "citation_precision": None if precision is None else round(precision, 4),
         "perplexity": perplexity,
         "seconds": round(answered.seconds, 3),
     }

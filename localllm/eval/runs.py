@@ -73,6 +73,13 @@ def cites_gold_page(answer: GroundedAnswer, item: QAItem) -> bool:
     return any(holds_page(s, item) for s in answer.cited)
 
 
+def cited_precision(answer: GroundedAnswer, item: QAItem) -> float | None:
+    """Of the sources the answer cites (what the user sees), the share holding the gold page;
+    None when it cites none."""
+    cited = answer.cited
+    return sum(holds_page(s, item) for s in cited) / len(cited) if cited else None
+
+
 def _share(flags: Sequence[bool]) -> float:
     return sum(flags) / len(flags) if flags else 0.0
 
@@ -99,10 +106,9 @@ def evaluate_answers(
         refused = answer.declined or is_decline(answer.text)
         if item.doc and item.page:
             has_page.append(any(holds_page(s, item) for s in answer.sources))
-            cited = answer.cited
             cites_page.append(cites_gold_page(answer, item))
-            if cited:
-                precision.append(sum(holds_page(s, item) for s in cited) / len(cited))
+            if (share := cited_precision(answer, item)) is not None:
+                precision.append(share)
             marked = set(marks_of(answer.model_text))
             model_cites.append(any(holds_page(s, item) for s in answer.sources if s.n in marked))
             claims = answer.attribution.claims
