@@ -89,6 +89,12 @@ def trained_questions(data: Path) -> set[str]:
     return asked
 
 
+def chosen_on(every: int = 3) -> set[str]:
+    """The FAQ questions the decline share was chosen on (one in 3, stop 22): not held out."""
+    lines = QUESTIONS.read_text().splitlines()
+    return {json.loads(line)["question"] for i, line in enumerate(lines) if i % every == 0}
+
+
 def reference_set(out: Path, every: int, trained: set[str]) -> tuple[int, int]:
     """Every `every`th FAQ question with its reference answer, but none the model trained on;
     how many were kept and how many left out as trained on."""
@@ -134,22 +140,65 @@ def table(rows: list[dict[str, Any]], declines: dict[str, float] | None = None) 
     """The compare rows as a table; with `declines` (per label), the out-of-corpus column too."""
     out_column = " out-of-corpus declined |" if declines is not None else ""
     lines = [
-        "| model | retrieval | token F1 | ROUGE-L | citation precision | declined (answerable) "
-        f"|{out_column} perplexity of the reference | s / answer |",
-        "|---|---|---|---|---|---|" + ("---|" if declines is not None else "") + "---|---|",
+        "| model | retrieval | token F1 | ROUGE-L | citation precision | cites the answer's page "
+        f"| declined (answerable) |{out_column} perplexity of the reference | s / answer |",
+        "|---|---|---|---|---|---|---|" + ("---|" if declines is not None else "") + "---|---|",
     ]
     for r in rows:
-        cp = "-" if r["citation_precision"] is None else f"{r['citation_precision']:.2f}"
-        ppl = "-" if r["perplexity"] is None else f"{r['perplexity']:.1f}"
+        cp = _share(r["citation_precision"])
+        gold = _share(r.get("gold_page_cited"))
+        ppl = "-" if r.get("perplexity") is None else f"{r['perplexity']:.1f}"
         out = ""
         if declines is not None:
             out = f" {declines[r['label']]:.2f} |" if r["retrieval"] else " - |"
+        seconds = "-" if r.get("seconds") is None else f"{r['seconds']:.1f}"
         lines.append(
             f"| {r['label']} | {'yes' if r['retrieval'] else 'no'} | {r['f1']:.3f} "
-            f"| {r['rouge_l']:.3f} | {cp} | {r['declined']:.2f} |{out} {ppl} "
-            f"| {r['seconds']:.1f} |"
+            f"| {r['rouge_l']:.3f} | {cp} | {gold} | {r['declined']:.2f} |{out} {ppl} "
+            f"| {seconds} |"
         )
     return "\n".join(lines)
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def subset_rows(
+    compared: dict[str, Any], labels: dict[str, str], questions: set[str]
+) -> list[dict[str, Any]]:
+    """The compare rows again over only `questions`, from its per-answer details."""
+    rows = []
+    for r in compared["rows"]:
+        answers = [
+            a
+            for a in compared["details"]
+            if (a["model"], a["retrieval"]) == (r["model"], r["retrieval"])
+            and a["question"] in questions
+        ]
+        precision = [
+            a["citation_precision"] for a in answers if a["citation_precision"] is not None
+        ]
+        gold = [a["cites_gold_page"] for a in answers if a["cites_gold_page"] is not None]
+        rows.append(
+            {
+                "label": labels[r["model"]],
+                "retrieval": r["retrieval"],
+                "questions": len(answers),
+                "f1": _mean([a["f1"] for a in answers]) or 0.0,
+                "rouge_l": _mean([a["rouge_l"] for a in answers]) or 0.0,
+                "citation_precision": _mean(precision) if r["retrieval"] else None,
+                "gold_page_cited": _mean([float(g) for g in gold]) if r["retrieval"] else None,
+                "declined": _mean([float(a["declined"]) for a in answers]) or 0.0,
+                "perplexity": None,
+                "seconds": _mean([a["seconds"] for a in answers]),
+            }
+        )
+    return rows
 
 
 def main() -> None:
@@ -211,6 +260,13 @@ def main() -> None:
         answers[label] = answered
         declines[label] = float(answered["declined_unanswerable"])
     rows = [{**r, "label": TUNED if r["model"] == adapter else BASE} for r in compared["rows"]]
+    labels = {r["model"]: r["label"] for r in rows}
+    asked_questions = {a["question"] for a in compared["details"]}
+    held_out = asked_questions - chosen_on()
+    split = {
+        "held_out": subset_rows(compared, labels, held_out),
+        "chosen_on": subset_rows(compared, labels, asked_questions - held_out),
+    }
     payload = {
         "machine": machine(),
         "questions": asked,
@@ -225,6 +281,8 @@ def main() -> None:
         "rows": rows,
         "unanswerable_declined": declines,
         "eval_answers": answers,
+        "split": split,
+        "compare_details": compared["details"],
     }
     made_set = steps["dataset"]
     md = (
@@ -240,6 +298,17 @@ def main() -> None:
         f"of LoRA at the app's defaults, {max_length} tokens per example, "
         f"{tuned.get('_seconds', '?')} s.\n\n" + table(rows, declines)
     )
+    for part, rows_of in split.items():
+        if rows_of and rows_of[0]["questions"] and len(held_out) < len(asked_questions):
+            what = {
+                "held_out": "never used for a choice (not the one in 3 the decline share was "
+                "chosen on in stop 22)",
+                "chosen_on": "the decline share was chosen on (one in 3, stop 22)",
+            }[part]
+            md += (
+                f"\n\nThe {rows_of[0]['questions']} questions {what}, from the same answers:\n\n"
+                + table(rows_of)
+            )
     out = write_results(args.results, payload, md)
     print(md)
     print(f"wrote {out}")
