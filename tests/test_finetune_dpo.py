@@ -271,15 +271,16 @@ def answer_logprob(base: Path, lora: Path | None, question: str, answer: str) ->
 
 @pytest.mark.parametrize(
     ("four_bit", "bf16"),
-    [(False, "off"), (True, "off"), (True, "on")],
-    ids=["lora", "4-bit base, fp32", "4-bit base, bf16"],
+    [(False, "off"), (True, "on")],
+    ids=["lora, fp32", "4-bit base, bf16"],
 )
 def test_cli_dpo_from_thumbs_exports_an_adapter_that_prefers_the_liked_answer(
     tmp_path: Path, hf_base_cache: Path, four_bit: bool, bf16: str
 ):
     """`localllm finetune --method dpo --json` with no --data: the pairs of the saved chats; with
     --four-bit over the base loaded in 4 bits (QLoRA's NF4), exported the same way. Both precision
-    paths are forced, whichever this CPU would choose."""
+    paths are forced, whichever this CPU would choose: fp32 on the default base (a laptop's), bf16
+    on the 4-bit one (the SFT tests train 4-bit in fp32 and LoRA in bf16: every pair is run)."""
     require(not MISSING, f"the finetune extra is not installed (missing {', '.join(MISSING)})")
     base = bundled_model_path()
     if not base.is_file():
