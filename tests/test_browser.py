@@ -283,9 +283,8 @@ def test_a_citation_shows_its_sentences_support_and_a_reload_keeps_the_marks(
     """Each [n] of a grounded answer opens its source's page with its own sentence's support
     highlighted; each answer shows the marks its saved check gives it (a link per [n], the model's
     own words folded when they were not shown), and a reloaded page reopens it with the same.
-    Which marks an answer gets depends on what the bundled model writes on this CPU (stop 23's
-    CI, on another CPU, got one link where this test once demanded two), so this test holds for
-    any answer; tests/test_ui_views.py shows each kind of mark from a fixed answer."""
+    Which marks an answer gets depends on what the bundled model writes on the CPU it runs on, so
+    this holds for any answer; tests/test_ui_views.py shows each kind of mark from a fixed one."""
     questions = (
         "How many Debian distributions are there?",
         "Where is a player for Flash (SWF)?",

@@ -130,8 +130,7 @@ def _compare(settings: Settings, args: argparse.Namespace) -> int:
             return 0
         print(file=sys.stderr)
         columns = ("model", "retrieval", "f1", "rouge_l", "citation_precision", "gold_page_cited")
-        columns += ("declined",)
-        columns += ("perplexity", "seconds")
+        columns += ("declined", "perplexity", "seconds")
         print("  ".join(columns))
         for row in result.to_dict()["rows"]:
             print("  ".join("-" if row[c] is None else str(row[c]) for c in columns))

@@ -7,9 +7,10 @@ without, the Chat tab's plain chat. Scores per row: token F1 and ROUGE-L of the 
 [n] marks removed) against the reference; citation_precision, of the sources an answer cites, the
 share holding the line's gold doc/page, averaged over the answers that cite any (`eval answers`'
 citation_precision; null without retrieval or gold pages); gold_page_cited, the share of answers
-citing a source that holds it (`eval answers`' cited_has_page); declined, the share of answers that are the decline; perplexity of the
-reference answers given the very prompt the model answered from (its sources, with retrieval);
-seconds per answer (the search, the prompt and the answer; not the perplexity).
+citing a source that holds it (`eval answers`' cited_has_page); declined, the share of answers that
+are the decline; perplexity of the reference answers given the very prompt the model answered from
+(its sources, with retrieval); seconds per answer (the search, the prompt and the answer; not the
+perplexity).
 """
 
 from __future__ import annotations
