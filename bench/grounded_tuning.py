@@ -141,12 +141,14 @@ def table(rows: list[dict[str, Any]], declines: dict[str, float] | None = None) 
     out_column = " out-of-corpus declined |" if declines is not None else ""
     lines = [
         "| model | retrieval | token F1 | ROUGE-L | citation precision | cites the answer's page "
+        "| the model's own [n]: precision "
         f"| declined (answerable) |{out_column} perplexity of the reference | s / answer |",
-        "|---|---|---|---|---|---|---|" + ("---|" if declines is not None else "") + "---|---|",
+        "|---|---|---|---|---|---|---|---|" + ("---|" if declines is not None else "") + "---|---|",
     ]
     for r in rows:
         cp = _share(r["citation_precision"])
         gold = _share(r.get("gold_page_cited"))
+        own = _share(r.get("model_citation_precision"))
         ppl = "-" if r.get("perplexity") is None else f"{r['perplexity']:.1f}"
         out = ""
         if declines is not None:
@@ -154,7 +156,7 @@ def table(rows: list[dict[str, Any]], declines: dict[str, float] | None = None) 
         seconds = "-" if r.get("seconds") is None else f"{r['seconds']:.1f}"
         lines.append(
             f"| {r['label']} | {'yes' if r['retrieval'] else 'no'} | {r['f1']:.3f} "
-            f"| {r['rouge_l']:.3f} | {cp} | {gold} | {r['declined']:.2f} |{out} {ppl} "
+            f"| {r['rouge_l']:.3f} | {cp} | {gold} | {own} | {r['declined']:.2f} |{out} {ppl} "
             f"| {seconds} |"
         )
     return "\n".join(lines)
@@ -184,6 +186,8 @@ def subset_rows(
             a["citation_precision"] for a in answers if a["citation_precision"] is not None
         ]
         gold = [a["cites_gold_page"] for a in answers if a["cites_gold_page"] is not None]
+        own = [a.get("model_citation_precision") for a in answers]
+        own_shares = [p for p in own if p is not None]
         rows.append(
             {
                 "label": labels[r["model"]],
@@ -193,6 +197,7 @@ def subset_rows(
                 "rouge_l": _mean([a["rouge_l"] for a in answers]) or 0.0,
                 "citation_precision": _mean(precision) if r["retrieval"] else None,
                 "gold_page_cited": _mean([float(g) for g in gold]) if r["retrieval"] else None,
+                "model_citation_precision": _mean(own_shares) if r["retrieval"] else None,
                 "declined": _mean([float(a["declined"]) for a in answers]) or 0.0,
                 "perplexity": None,
                 "seconds": _mean([a["seconds"] for a in answers]),

@@ -180,9 +180,15 @@ def test_compare_two_models_with_and_without_retrieval(space: Workspace) -> None
             assert shares and all(0.0 <= p <= 1.0 for p in shares)
             assert row.citation_precision == pytest.approx(sum(shares) / len(shares), abs=1e-4)
             assert (row.citation_precision > 0) == (row.gold_page_cited > 0)
+            # the same for the model's own [n] marks, before the answer's check replaced them
+            own = [a["model_citation_precision"] for a in answers]
+            own = [p for p in own if p is not None]
+            assert row.model_citation_precision == (
+                pytest.approx(sum(own) / len(own), abs=1e-4) if own else None
+            )
         else:
             assert row.citation_precision is None and row.cited is None
-            assert row.gold_page_cited is None
+            assert row.gold_page_cited is None and row.model_citation_precision is None
             assert all(a["citation_precision"] is None for a in answers)
     base_on, base_off, _, tuned_off = result.rows
     # the sources hold the answers: the reference is likelier given them

@@ -7,7 +7,9 @@ without, the Chat tab's plain chat. Scores per row: token F1 and ROUGE-L of the 
 [n] marks removed) against the reference; citation_precision, of the sources an answer cites, the
 share holding the line's gold doc/page, averaged over the answers that cite any (`eval answers`'
 citation_precision; null without retrieval or gold pages); gold_page_cited, the share of answers
-citing a source that holds it (`eval answers`' cited_has_page); declined, the share of answers that
+citing a source that holds it (`eval answers`' cited_has_page); model_citation_precision, the
+citation precision of the model's own [n] marks, before the check of each sentence replaced them;
+declined, the share of answers that
 are the decline; perplexity of the reference answers given the very prompt the model answered from
 (its sources, with retrieval); seconds per answer (the search, the prompt and the answer; not the
 perplexity).
@@ -24,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from localllm.errors import LocalLLMError
 from localllm.eval.metrics import QAItem
-from localllm.eval.runs import cited_precision, cites_gold_page
+from localllm.eval.runs import cited_precision, cites_gold_page, model_cited_precision
 from localllm.eval.text_scores import rouge_l, token_f1
 from localllm.llm.base import GenerationParams
 from localllm.llm.catalog import adapter_base, resolve
@@ -57,6 +59,7 @@ class CompareRow:
     questions: int
     cited: float | None = None  # with retrieval: answers citing any source at all
     gold_page_cited: float | None = None  # with retrieval: answers citing the gold page
+    model_citation_precision: float | None = None  # the model's own [n], before the check
 
     def to_dict(self) -> dict[str, Any]:
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
@@ -89,6 +92,7 @@ class _Tally:
     declined: list[bool] = field(default_factory=list)
     gold_cited: list[bool] = field(default_factory=list)
     precision: list[float] = field(default_factory=list)
+    model_precision: list[float] = field(default_factory=list)
     cited: list[bool] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     logprob: float = 0.0
@@ -112,6 +116,7 @@ class _Tally:
             questions=len(self.f1),
             cited=_mean(self.cited) if retrieval else None,
             gold_page_cited=_mean(self.gold_cited) if self.gold_cited else None,
+            model_citation_precision=_mean(self.model_precision) if self.model_precision else None,
         )
 
 
@@ -233,7 +238,7 @@ def _score(
     tally.declined.append(declined)
     tally.seconds.append(answered.seconds)
     grounded = answer.grounded
-    gold_cited, precision = None, None
+    gold_cited, precision, model_precision = None, None, None
     if retrieval and grounded is not None:
         tally.cited.append(bool(grounded.cited))
         if item.doc and item.page:
@@ -241,6 +246,8 @@ def _score(
             tally.gold_cited.append(gold_cited)
             if (precision := cited_precision(grounded, item)) is not None:
                 tally.precision.append(precision)
+            if (model_precision := model_cited_precision(grounded, item)) is not None:
+                tally.model_precision.append(model_precision)
     perplexity = _reference_logprob(answer, reference, tally)
     return {
         "question": item.question,
@@ -251,6 +258,7 @@ def _score(
         "declined": declined,
         "cites_gold_page": gold_cited,
         "citation_precision": None if precision is None else round(precision, 4),
+        "model_citation_precision": None if model_precision is None else round(model_precision, 4),
         "perplexity": perplexity,
         "seconds": round(answered.seconds, 3),
     }

@@ -80,6 +80,14 @@ def cited_precision(answer: GroundedAnswer, item: QAItem) -> float | None:
     return sum(holds_page(s, item) for s in cited) / len(cited) if cited else None
 
 
+def model_cited_precision(answer: GroundedAnswer, item: QAItem) -> float | None:
+    """The same share for the sources the model itself marked [n], before the answer's check
+    replaced its marks; None when it marked none."""
+    marked = set(marks_of(answer.model_text))
+    cited = [s for s in answer.sources if s.n in marked]
+    return sum(holds_page(s, item) for s in cited) / len(cited) if cited else None
+
+
 def _share(flags: Sequence[bool]) -> float:
     return sum(flags) / len(flags) if flags else 0.0
 
