@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -169,7 +170,7 @@ REOPEN_AFTER_KILL = textwrap.dedent(
 )
 # Chroma's Rust core can crash (SIGSEGV) on a store whose HNSW files a SIGKILL tore mid-write
 # (chroma-core/chroma#7678, chromadb 1.5.9; seen once in two full runs here).
-SEGFAULT = -11
+SEGFAULT = -signal.SIGSEGV
 
 
 def test_kill_9_mid_ingest_leaves_the_store_as_it_was(tmp_path: Path) -> None:

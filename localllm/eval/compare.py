@@ -9,10 +9,9 @@ share holding the line's gold doc/page, averaged over the answers that cite any 
 citation_precision; null without retrieval or gold pages); gold_page_cited, the share of answers
 citing a source that holds it (`eval answers`' cited_has_page); model_citation_precision, the
 citation precision of the model's own [n] marks, before the check of each sentence replaced them;
-declined, the share of answers that
-are the decline; perplexity of the reference answers given the very prompt the model answered from
-(its sources, with retrieval); seconds per answer (the search, the prompt and the answer; not the
-perplexity).
+declined, the share of answers that are the decline; perplexity of the reference answers given the
+very prompt the model answered from (its sources, with retrieval); seconds per answer (the search,
+the prompt and the answer; not the perplexity).
 """
 
 from __future__ import annotations

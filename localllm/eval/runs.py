@@ -73,19 +73,25 @@ def cites_gold_page(answer: GroundedAnswer, item: QAItem) -> bool:
     return any(holds_page(s, item) for s in answer.cited)
 
 
+def model_marked(answer: GroundedAnswer) -> list[Source]:
+    """The sources the model itself marked [n], before the answer's check replaced its marks."""
+    marked = set(marks_of(answer.model_text))
+    return [s for s in answer.sources if s.n in marked]
+
+
+def _page_share(sources: Sequence[Source], item: QAItem) -> float | None:
+    return sum(holds_page(s, item) for s in sources) / len(sources) if sources else None
+
+
 def cited_precision(answer: GroundedAnswer, item: QAItem) -> float | None:
     """Of the sources the answer cites (what the user sees), the share holding the gold page;
     None when it cites none."""
-    cited = answer.cited
-    return sum(holds_page(s, item) for s in cited) / len(cited) if cited else None
+    return _page_share(answer.cited, item)
 
 
 def model_cited_precision(answer: GroundedAnswer, item: QAItem) -> float | None:
-    """The same share for the sources the model itself marked [n], before the answer's check
-    replaced its marks; None when it marked none."""
-    marked = set(marks_of(answer.model_text))
-    cited = [s for s in answer.sources if s.n in marked]
-    return sum(holds_page(s, item) for s in cited) / len(cited) if cited else None
+    """The same share for the sources the model itself marked [n]; None when it marked none."""
+    return _page_share(model_marked(answer), item)
 
 
 def _share(flags: Sequence[bool]) -> float:
@@ -117,8 +123,7 @@ def evaluate_answers(
             cites_page.append(cites_gold_page(answer, item))
             if (share := cited_precision(answer, item)) is not None:
                 precision.append(share)
-            marked = set(marks_of(answer.model_text))
-            model_cites.append(any(holds_page(s, item) for s in answer.sources if s.n in marked))
+            model_cites.append(any(holds_page(s, item) for s in model_marked(answer)))
             claims = answer.attribution.claims
             supported += [c.supported for c in claims]
             echoes.append(
